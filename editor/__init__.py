@@ -1,0 +1,1 @@
+"""Everything Qt. Reaches the engines only through engines.api and engines.registry."""

@@ -1,0 +1,28 @@
+"""Application start-up: the QApplication, logging, and the main window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from PySide6.QtWidgets import QApplication
+
+from editor.window import MainWindow
+
+
+def create_main_window(image: str | None = None, model: str | None = None, demo: bool = False) -> MainWindow:
+    window = MainWindow(model=model, demo=demo)
+    if image:
+        window.open_path(image)  # a bad file shows its reason in the window instead of stopping the app
+    return window
+
+
+def run_app(argv: list[str], build: Callable[[list[str]], MainWindow]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = QApplication.instance() or QApplication([sys.argv[0], *argv])
+    app.setApplicationName("Sandcastle")
+    app.setOrganizationName("Sandcastle")
+    window = build(argv)
+    window.show()
+    return app.exec()

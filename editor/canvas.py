@@ -1,0 +1,250 @@
+"""The canvas: the picture, a translucent mask overlay, the live preview, brush painting, zoom and pan."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QTransform
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+
+from editor.document import Document
+from editor.qtimage import to_qimage
+
+MASK_COLOUR = QColor(255, 40, 80)
+MASK_OPACITY = 0.5
+MIN_BRUSH, MAX_BRUSH = 1, 1000
+
+
+class MaskOverlay(QGraphicsItem):
+    """Draws the document's mask in colour. Only the exposed part is converted, at screen resolution,
+    so repainting stays cheap on very large pictures."""
+
+    def __init__(self, document: Document) -> None:
+        super().__init__()
+        self.document = document
+        self.setFlag(QGraphicsItem.ItemUsesExtendedStyleOption)
+
+    def boundingRect(self) -> QRectF:
+        w, h = self.document.size
+        return QRectF(0, 0, w, h)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        mask = self.document.mask_qimage
+        if mask is None:
+            return
+        rect = option.exposedRect.toAlignedRect().intersected(QRect(0, 0, mask.width(), mask.height()))
+        if rect.isEmpty():
+            return
+        part = mask.copy(rect)
+        scale = painter.worldTransform().m11()
+        if scale < 1.0:  # zoomed out: convert only as many pixels as the screen shows
+            part = part.scaled(max(1, int(rect.width() * scale)), max(1, int(rect.height() * scale)), Qt.IgnoreAspectRatio, Qt.FastTransformation)
+        tinted = QImage(part.size(), QImage.Format_ARGB32_Premultiplied)
+        tinted.fill(MASK_COLOUR)
+        p = QPainter(tinted)
+        p.setCompositionMode(QPainter.CompositionMode_DestinationIn)
+        p.drawImage(0, 0, part)
+        p.end()
+        painter.setOpacity(MASK_OPACITY)
+        painter.drawImage(QRectF(rect), tinted)
+
+
+class CanvasView(QGraphicsView):
+    """Shows one document. Left button paints (or erases) the mask; space-drag or the middle button
+    pans; the wheel zooms at the cursor."""
+
+    brushSizeChanged = Signal(int)
+    zoomChanged = Signal(float)
+
+    def __init__(self, document: Document, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("canvas")
+        self.document = document
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(48, 48, 52))
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.image_item = QGraphicsPixmapItem()
+        self.image_item.setTransformationMode(Qt.SmoothTransformation)
+        self.mask_item = MaskOverlay(document)
+        self.preview_item = QGraphicsPixmapItem()
+        self.preview_item.setTransformationMode(Qt.SmoothTransformation)
+        self.preview_item.setVisible(False)
+        for z, item in enumerate((self.image_item, self.preview_item, self.mask_item)):
+            item.setZValue(z)
+            self.scene().addItem(item)
+        self.brush_size = 40
+        self.erasing = False
+        self._stroke_last: QPointF | None = None
+        self._stroke_rect = QRect()
+        self._space_held = False
+        self._panning = False
+        self._cursor_pos: QPointF | None = None
+        document.loaded.connect(self._on_loaded)
+        document.imageChanged.connect(self._on_image_changed)
+        document.maskChanged.connect(lambda rect: self.mask_item.update(QRectF(rect)))
+
+    # ---- document ---------------------------------------------------------------------------
+
+    def _on_loaded(self) -> None:
+        self.image_item.setPixmap(QPixmap.fromImage(to_qimage(self.document.image)))
+        self.mask_item.prepareGeometryChange()
+        self.scene().setSceneRect(QRectF(0, 0, *self.document.size))
+        self.clear_preview()
+        self.fit()
+
+    def _on_image_changed(self, rect: QRect) -> None:
+        # Repaint only the changed rectangle of the pixmap instead of converting the whole picture.
+        x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
+        pixmap = self.image_item.pixmap()
+        painter = QPainter(pixmap)
+        painter.setCompositionMode(QPainter.CompositionMode_Source)
+        painter.drawImage(x, y, to_qimage(self.document.image[y : y + h, x : x + w]))
+        painter.end()
+        self.image_item.setPixmap(pixmap)
+
+    # ---- preview ----------------------------------------------------------------------------
+
+    def show_preview(self, image: QImage, box: tuple[int, int, int, int]) -> None:
+        """Show a step preview over `box` of the picture. Not part of the document; never undone."""
+        x, y, w, h = box
+        self.preview_item.setPixmap(QPixmap.fromImage(image))
+        self.preview_item.setPos(x, y)
+        self.preview_item.setTransform(QTransform.fromScale(w / max(1, image.width()), h / max(1, image.height())))
+        self.preview_item.setVisible(True)
+
+    def clear_preview(self) -> None:
+        self.preview_item.setVisible(False)
+        self.preview_item.setPixmap(QPixmap())
+
+    # ---- zoom -------------------------------------------------------------------------------
+
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, factor: float) -> None:
+        factor = max(0.01, min(64.0, factor))
+        self.setTransform(QTransform.fromScale(factor, factor))
+        self.zoomChanged.emit(factor)
+        self.viewport().update()
+
+    def fit(self) -> None:
+        if self.document.has_image:
+            self.fitInView(self.scene().sceneRect(), Qt.KeepAspectRatio)
+            self.zoomChanged.emit(self.zoom)
+
+    def actual_size(self) -> None:
+        self.set_zoom(1.0)
+
+    def zoom_by(self, steps: float) -> None:
+        self.set_zoom(self.zoom * (1.25**steps))
+
+    def wheelEvent(self, event) -> None:
+        self.zoom_by(event.angleDelta().y() / 120.0)
+
+    # ---- brush ------------------------------------------------------------------------------
+
+    def set_brush_size(self, size: int) -> None:
+        size = max(MIN_BRUSH, min(MAX_BRUSH, int(size)))
+        if size != self.brush_size:
+            self.brush_size = size
+            self.brushSizeChanged.emit(size)
+            self.viewport().update()
+
+    def smaller_brush(self) -> None:
+        self.set_brush_size(round(self.brush_size / 1.2))
+
+    def larger_brush(self) -> None:
+        self.set_brush_size(max(self.brush_size + 1, round(self.brush_size * 1.2)))
+
+    def _paint_segment(self, a: QPointF, b: QPointF) -> None:
+        painter = QPainter(self.document.mask_qimage)
+        painter.setRenderHint(QPainter.Antialiasing)
+        if self.erasing:
+            painter.setCompositionMode(QPainter.CompositionMode_Clear)
+        painter.setPen(QPen(QColor(0, 0, 0, 255), self.brush_size, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+        if a == b:
+            painter.drawPoint(a)
+        else:
+            painter.drawLine(a, b)
+        painter.end()
+        r = self.brush_size / 2 + 2
+        dirty = QRectF(a, b).normalized().adjusted(-r, -r, r, r).toAlignedRect()
+        self._stroke_rect = self._stroke_rect.united(dirty)
+        self.document.maskChanged.emit(dirty)
+
+    def mousePressEvent(self, event) -> None:
+        if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
+            self._start_pan(event)
+            return
+        if event.button() == Qt.LeftButton and self.document.has_image:
+            pos = self.mapToScene(event.position().toPoint())
+            self.document.begin_mask_edit()
+            self._stroke_last, self._stroke_rect = pos, QRect()
+            self._paint_segment(pos, pos)
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._panning:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
+            return
+        self._cursor_pos = self.mapToScene(event.position().toPoint())
+        if self._stroke_last is not None:
+            self._paint_segment(self._stroke_last, self._cursor_pos)
+            self._stroke_last = self._cursor_pos
+        super().mouseMoveEvent(event)
+        self.viewport().update()
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._panning and event.button() in (Qt.MiddleButton, Qt.LeftButton):
+            self._end_pan(event)
+            return
+        if event.button() == Qt.LeftButton and self._stroke_last is not None:
+            self._stroke_last = None
+            self.document.end_mask_edit(self._stroke_rect, "Erase mask" if self.erasing else "Paint mask")
+            return
+        super().mouseReleaseEvent(event)
+
+    def leaveEvent(self, event) -> None:
+        self._cursor_pos = None
+        self.viewport().update()
+        super().leaveEvent(event)
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        if self._cursor_pos is not None and self.document.has_image and not self._panning:
+            painter.setRenderHint(QPainter.Antialiasing)
+            r = self.brush_size / 2
+            for colour, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 220), 1)):
+                painter.setPen(QPen(colour, width / max(self.zoom, 1e-3)))
+                painter.drawEllipse(self._cursor_pos, r, r)
+
+    # ---- pan ----------------------------------------------------------------------------------
+
+    def _start_pan(self, event) -> None:
+        self._panning = True
+        self._pan_from = event.position()
+        self.viewport().setCursor(Qt.ClosedHandCursor)
+
+    def _end_pan(self, event) -> None:
+        self._panning = False
+        self.viewport().setCursor(Qt.OpenHandCursor if self._space_held else Qt.CrossCursor)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space_held = True
+            self.viewport().setCursor(Qt.OpenHandCursor)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space_held = False
+            self.viewport().setCursor(Qt.CrossCursor)
+            return
+        super().keyReleaseEvent(event)

@@ -1,0 +1,142 @@
+"""The open document: picture, mask and undo history. Widgets show and change it; they keep no copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QRect, Signal
+from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
+
+from engines.api import load_image, save_image
+
+
+class RegionCommand(QUndoCommand):
+    """One undo step that swaps a rectangle of an array between its before and after pixels."""
+
+    def __init__(self, text: str, target: str, document: "Document", rect: QRect, before: np.ndarray, after: np.ndarray) -> None:
+        super().__init__(text)
+        self.target, self.document, self.rect = target, document, QRect(rect)
+        self.before, self.after = before, after
+        self._first = True
+
+    def _write(self, pixels: np.ndarray) -> None:
+        r = self.rect
+        array = self.document.image if self.target == "image" else self.document.mask
+        array[r.y() : r.y() + r.height(), r.x() : r.x() + r.width()] = pixels
+        self.document.notify(self.target, r)
+
+    def redo(self) -> None:
+        if self._first:  # the change is already on the document when the command is pushed
+            self._first = False
+            return
+        self._write(self.after)
+
+    def undo(self) -> None:
+        self._write(self.before)
+
+
+class Document(QObject):
+    """Observable state of one open picture.
+
+    `mask` is edited in place by the canvas (it wraps the same memory in a QImage); every edit
+    ends in one undo step.
+    """
+
+    loaded = Signal()  # a new picture (the size may have changed)
+    imageChanged = Signal(QRect)
+    maskChanged = Signal(QRect)
+    pathChanged = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.image: np.ndarray | None = None
+        self.mask: np.ndarray = np.zeros((0, 0), np.uint8)
+        self.mask_qimage: QImage | None = None
+        self.path: Path | None = None
+        self.confirmed_path: Path | None = None  # where Save may write without asking again
+        self.version = 0  # bumps whenever the picture's pixels change
+        self.undo_stack = QUndoStack(self)
+        self._mask_before: np.ndarray | None = None
+
+    # ---- whole picture ----------------------------------------------------------------------
+
+    def open(self, path: str | Path) -> None:
+        """Load a picture file; raises InputError (and changes nothing) when it cannot be read."""
+        image = load_image(str(path))
+        self.set_image(image, Path(path))
+
+    def set_image(self, image: np.ndarray, path: Path | None = None) -> None:
+        self.image = np.ascontiguousarray(image)
+        self.mask = np.zeros(image.shape[:2], np.uint8)
+        h, w = self.mask.shape
+        self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
+        self.path, self.confirmed_path = path, None
+        self.undo_stack.clear()
+        self.version += 1
+        self.loaded.emit()
+        self.pathChanged.emit()
+
+    def save(self, path: str | Path) -> None:
+        save_image(str(path), self.image)
+        self.path = self.confirmed_path = Path(path)
+        self.undo_stack.setClean()
+        self.pathChanged.emit()
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (0, 0) if self.image is None else (self.image.shape[1], self.image.shape[0])
+
+    @property
+    def modified(self) -> bool:
+        return self.image is not None and not self.undo_stack.isClean()
+
+    def full_rect(self) -> QRect:
+        return QRect(0, 0, *self.size)
+
+    def notify(self, target: str, rect: QRect) -> None:
+        if target == "image":
+            self.version += 1
+            self.imageChanged.emit(QRect(rect))
+        else:
+            self.maskChanged.emit(QRect(rect))
+
+    # ---- mask edits -------------------------------------------------------------------------
+
+    def begin_mask_edit(self) -> None:
+        self._mask_before = self.mask.copy()
+
+    def end_mask_edit(self, rect: QRect, text: str) -> None:
+        """Close an edit started by begin_mask_edit: the pixels changed inside `rect` become one undo step."""
+        before, self._mask_before = self._mask_before, None
+        rect = rect.intersected(self.full_rect())
+        if before is None or rect.isEmpty():
+            return
+        sl = np.s_[rect.y() : rect.y() + rect.height(), rect.x() : rect.x() + rect.width()]
+        if np.array_equal(before[sl], self.mask[sl]):
+            return
+        self.undo_stack.push(RegionCommand(text, "mask", self, rect, before[sl].copy(), self.mask[sl].copy()))
+
+    def clear_mask(self) -> None:
+        if not self.mask.any():
+            return
+        self.begin_mask_edit()
+        self.mask[:] = 0
+        self.maskChanged.emit(self.full_rect())
+        self.end_mask_edit(self.full_rect(), "Clear mask")
+
+    # ---- results ----------------------------------------------------------------------------
+
+    def apply_result(self, image: np.ndarray, box: tuple[int, int, int, int], text: str) -> None:
+        """Put a generated picture on the document as one undo step (only `box` is stored)."""
+        x, y, w, h = box
+        rect = QRect(x, y, w, h)
+        before = self.image[y : y + h, x : x + w].copy()
+        after = image[y : y + h, x : x + w].copy()
+        self.image[y : y + h, x : x + w] = after
+        self.notify("image", rect)
+        self.undo_stack.push(RegionCommand(text, "image", self, rect, before, after))

@@ -1,0 +1,240 @@
+"""The side panel: task, prompt, sampling controls, the engine's own parameters, Generate/Cancel, progress."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engines.api import EngineSpec, ParamSpec
+
+GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 1.0, 20.0, 0.5
+MAX_SEED = 2**31 - 1
+
+
+class GeneratePanel(QWidget):
+    generateRequested = Signal()
+    cancelRequested = Signal()
+    taskChanged = Signal(str)
+
+    def __init__(self, tasks: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("generatePanel")
+        self.setMinimumWidth(300)
+        self.setMaximumWidth(420)
+        layout = QVBoxLayout(self)
+
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background:#6b4e00;color:white;padding:6px;border-radius:4px;")
+        self.banner.setVisible(False)
+        layout.addWidget(self.banner)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.task = QComboBox(objectName="task")
+        for name in tasks:
+            self.task.addItem(name.capitalize(), name)
+        self.task.currentIndexChanged.connect(lambda _: self.taskChanged.emit(self.current_task()))
+        form.addRow("&Task", self.task)
+
+        self.prompt = QPlainTextEdit(objectName="prompt")
+        self.prompt.setPlaceholderText("What should appear in the painted area")
+        self.prompt.setFixedHeight(72)
+        self.prompt.setTabChangesFocus(True)
+        form.addRow("&Prompt", self.prompt)
+        self.negative = QPlainTextEdit(objectName="negativePrompt")
+        self.negative.setPlaceholderText("What to avoid (optional)")
+        self.negative.setFixedHeight(48)
+        self.negative.setTabChangesFocus(True)
+        form.addRow("&Negative", self.negative)
+
+        # Guidance: a slider for feel, a spin box for exact values; each follows the other.
+        self.guidance = QSlider(Qt.Horizontal, objectName="guidanceScale")
+        self.guidance.setRange(int(GUIDANCE_MIN / GUIDANCE_STEP), int(GUIDANCE_MAX / GUIDANCE_STEP))
+        self.guidance.setPageStep(2)
+        self.guidance.setToolTip("How strictly the result follows the prompt (classifier-free guidance scale).")
+        self.guidance_value = QDoubleSpinBox(objectName="guidanceScaleValue")
+        self.guidance_value.setRange(GUIDANCE_MIN, GUIDANCE_MAX)
+        self.guidance_value.setSingleStep(GUIDANCE_STEP)
+        self.guidance_value.setDecimals(1)
+        self.guidance.valueChanged.connect(lambda v: self.guidance_value.setValue(v * GUIDANCE_STEP))
+        self.guidance_value.valueChanged.connect(lambda v: self.guidance.setValue(round(v / GUIDANCE_STEP)))
+        self.guidance.setValue(15)
+        row = QHBoxLayout()
+        row.addWidget(self.guidance, 1)
+        row.addWidget(self.guidance_value)
+        form.addRow(_buddy("&Guidance", self.guidance), row)
+
+        self.strength = QDoubleSpinBox(objectName="strength")
+        self.strength.setRange(0.01, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip("How much of the painted area is replaced: 1 repaints it completely.")
+        form.addRow("St&rength", self.strength)
+        self.steps = QSpinBox(objectName="steps")
+        self.steps.setRange(1, 150)
+        self.steps.setValue(25)
+        self.steps.setToolTip("Denoising steps: more is slower and usually finer.")
+        form.addRow("&Steps", self.steps)
+        self.seed = QSpinBox(objectName="seed")
+        self.seed.setRange(0, MAX_SEED)
+        self.seed.setValue(random.randint(0, 99999))
+        self.seed.setToolTip("The same seed and settings give the same picture.")
+        self.random_seed = QToolButton(objectName="randomSeed", text="Random")
+        self.random_seed.setToolTip("New random seed")
+        self.random_seed.clicked.connect(lambda: self.seed.setValue(random.randint(0, MAX_SEED)))
+        row = QHBoxLayout()
+        row.addWidget(self.seed, 1)
+        row.addWidget(self.random_seed)
+        form.addRow(_buddy("S&eed", self.seed), row)
+        layout.addLayout(form)
+
+        self.engine_box = QGroupBox("Settings", objectName="engineSettings")
+        self.engine_form = QFormLayout(self.engine_box)
+        self.engine_form.addRow(QLabel("Loading the engine…"))
+        layout.addWidget(self.engine_box)
+        self.param_widgets: dict[str, QWidget] = {}
+        self.spec: EngineSpec | None = None
+
+        buttons = QHBoxLayout()
+        self.generate = QPushButton("Generate", objectName="generate")
+        self.generate.setDefault(True)
+        self.generate.setEnabled(False)
+        self.generate.clicked.connect(self.generateRequested)
+        self.cancel = QPushButton("Cancel", objectName="cancel")
+        self.cancel.setEnabled(False)
+        self.cancel.clicked.connect(self.cancelRequested)
+        buttons.addWidget(self.generate, 2)
+        buttons.addWidget(self.cancel, 1)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar(objectName="progress")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("Ready")
+        layout.addWidget(self.progress)
+        self.message = QLabel(objectName="message")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.message.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self._busy = False
+
+    # ---- values -----------------------------------------------------------------------------
+
+    def current_task(self) -> str:
+        return self.task.currentData()
+
+    def guidance_scale(self) -> float:
+        return self.guidance.value() * GUIDANCE_STEP
+
+    def set_engine_spec(self, spec: EngineSpec) -> None:
+        """Build a control for each of the engine's own parameters."""
+        while self.engine_form.rowCount():
+            self.engine_form.removeRow(0)
+        self.param_widgets.clear()
+        self.spec = spec
+        for p in spec.params:
+            widget = _control_for(p)
+            widget.setObjectName(f"param_{p.name}")
+            widget.setToolTip(p.help)
+            self.param_widgets[p.name] = widget
+            self.engine_form.addRow(p.label, widget)
+        self._update_buttons()
+
+    def params(self) -> dict[str, Any]:
+        return {name: _value_of(widget) for name, widget in self.param_widgets.items()}
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self._update_buttons()
+        if busy:
+            self.progress.setRange(0, 0)  # indeterminate until the first step arrives
+            self.progress.setFormat("Preparing…")
+            self.show_message("")
+
+    def _update_buttons(self) -> None:
+        self.generate.setEnabled(not self._busy and self.spec is not None)
+        self.cancel.setEnabled(self._busy)
+
+    def show_step(self, step: int, total: int, seconds: float) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        self.progress.setFormat(f"Step {step}/{total} · {seconds:.2f} s/step")
+
+    def show_done(self, text: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if text.startswith("Done") else 0)
+        self.progress.setFormat(text)
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message.setStyleSheet("color:#d33;" if error else "")
+        self.message.setText(text)
+
+
+def _buddy(text: str, widget: QWidget) -> QLabel:
+    """A row label whose &-mnemonic focuses `widget` (QFormLayout only does this for single widgets)."""
+    label = QLabel(text)
+    label.setBuddy(widget)
+    return label
+
+
+def _control_for(p: ParamSpec) -> QWidget:
+    if p.choices:
+        w = QComboBox()
+        w.addItems(list(p.choices))
+        w.setCurrentText(str(p.default))
+        return w
+    if p.type is bool:
+        w = QCheckBox()
+        w.setChecked(bool(p.default))
+        return w
+    if p.type is int:
+        w = QSpinBox()
+        w.setRange(int(p.minimum if p.minimum is not None else -(2**31)), int(p.maximum if p.maximum is not None else 2**31 - 1))
+        w.setSingleStep(int(p.step or 1))
+        w.setSpecialValueText(p.special_value)
+        w.setValue(int(p.default))
+        return w
+    if p.type is float:
+        w = QDoubleSpinBox()
+        w.setRange(p.minimum if p.minimum is not None else -1e9, p.maximum if p.maximum is not None else 1e9)
+        w.setSingleStep(p.step or 0.1)
+        w.setDecimals(2)
+        w.setValue(float(p.default))
+        return w
+    return QLineEdit(str(p.default))
+
+
+def _value_of(w: QWidget) -> Any:
+    if isinstance(w, QComboBox):
+        return w.currentText()
+    if isinstance(w, QCheckBox):
+        return w.isChecked()
+    if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+        return w.value()
+    return w.text()

@@ -1,0 +1,323 @@
+"""The main window: menus, canvas, side panel, and the generate → preview → apply flow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QWidget
+
+from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
+from editor.document import Document
+from editor.jobs import JobRunner
+from editor.panel import GeneratePanel
+from engines import registry
+from engines.api import Request, Result, SandcastleError, Task
+
+log = logging.getLogger(__name__)
+
+OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
+SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, model: str | None = None, demo: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.demo = demo
+        self.document = Document(self)
+        self.canvas = CanvasView(self.document)
+        self.panel = GeneratePanel(registry.available())
+        self.runner = JobRunner(self)
+        self.engines: dict[str, object] = {}
+        self._job_version = -1  # document version when the running job was started
+        self._job_steps = 0
+
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.canvas, 1)
+        row.addWidget(self.panel)
+        self.setCentralWidget(central)
+        self.setAcceptDrops(True)
+        self.resize(1280, 820)
+        self._build_actions()
+        self._build_status()
+
+        if demo:
+            self.panel.banner.setText("Demo mode: tiny random-weight models. Every step runs for real, but the pictures are noise.")
+            self.panel.banner.setVisible(True)
+
+        self.panel.generateRequested.connect(self.generate)
+        self.panel.cancelRequested.connect(self.cancel)
+        self.panel.taskChanged.connect(self._load_engine)
+        self.runner.busyChanged.connect(self.panel.set_busy)
+        self.runner.preview.connect(self._on_preview)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(self._on_cancelled)
+        self.runner.engineReady.connect(self._on_engine_ready)
+        self.runner.engineFailed.connect(lambda name, msg: self.panel.show_message(msg, error=True))
+        self.document.pathChanged.connect(self._update_title)
+        self.document.undo_stack.cleanChanged.connect(lambda _: self._update_title())
+        self.document.loaded.connect(self._update_status)
+        self.canvas.zoomChanged.connect(lambda _: self._update_status())
+        self._update_title()
+        self._load_engine(self.panel.current_task())
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setToolTip(f"{tip or text.replace('&', '')} ({QKeySequence(shortcut).toString(QKeySequence.NativeText)})" if shortcut else tip)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        stack = self.document.undo_stack
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self._action("&Open…", self.open_dialog, QKeySequence.Open))
+        file_menu.addAction(self._action("&Save", self.save, QKeySequence.Save))
+        file_menu.addAction(self._action("Save &As…", self.save_as, QKeySequence.SaveAs))
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
+
+        edit_menu = self.menuBar().addMenu("&Edit")
+        self.undo_action = stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(QKeySequence.Undo)
+        self.redo_action = stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.Redo])
+        edit_menu.addAction(self.undo_action)
+        edit_menu.addAction(self.redo_action)
+        edit_menu.addSeparator()
+        edit_menu.addAction(self._action("&Clear mask", self.document.clear_mask, "Ctrl+Shift+X"))
+        self.generate_action = self._action("&Generate", self.generate, "Ctrl+Return")
+        self.cancel_action = self._action("Ca&ncel generation", self.cancel, "Esc")
+        edit_menu.addSeparator()
+        edit_menu.addAction(self.generate_action)
+        edit_menu.addAction(self.cancel_action)
+
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self._action("Zoom &in", lambda: self.canvas.zoom_by(1), QKeySequence.ZoomIn))
+        view_menu.addAction(self._action("Zoom &out", lambda: self.canvas.zoom_by(-1), QKeySequence.ZoomOut))
+        view_menu.addAction(self._action("&Fit to window", self.canvas.fit, "Ctrl+0"))
+        view_menu.addAction(self._action("&Actual size (100%)", self.canvas.actual_size, "Ctrl+1"))
+
+        tools = QToolBar("Tools", objectName="tools")
+        tools.setMovable(False)
+        self.addToolBar(Qt.TopToolBarArea, tools)
+        self.brush_action = self._action("&Brush", lambda: self._set_eraser(False), "B", "Paint the mask")
+        self.eraser_action = self._action("&Eraser", lambda: self._set_eraser(True), "E", "Erase the mask")
+        for a in (self.brush_action, self.eraser_action):
+            a.setCheckable(True)
+            tools.addAction(a)
+        self.brush_action.setChecked(True)
+        tools.addWidget(QLabel("  Size "))
+        self.brush_size = QSpinBox(objectName="brushSize")
+        self.brush_size.setRange(MIN_BRUSH, MAX_BRUSH)
+        self.brush_size.setValue(self.canvas.brush_size)
+        self.brush_size.setSuffix(" px")
+        self.brush_size.setToolTip("Brush size ([ smaller, ] larger)")
+        self.brush_size.valueChanged.connect(self.canvas.set_brush_size)
+        self.canvas.brushSizeChanged.connect(self.brush_size.setValue)
+        tools.addWidget(self.brush_size)
+        self._action("Smaller brush", self.canvas.smaller_brush, "[")
+        self._action("Larger brush", self.canvas.larger_brush, "]")
+        tools.addSeparator()
+        tools.addAction(self.undo_action)
+        tools.addAction(self.redo_action)
+        tools.addAction(self._action("Clear mask", self.document.clear_mask))
+
+    def _set_eraser(self, erasing: bool) -> None:
+        self.canvas.erasing = erasing
+        self.brush_action.setChecked(not erasing)
+        self.eraser_action.setChecked(erasing)
+
+    def _build_status(self) -> None:
+        self.status_size = QLabel()
+        self.status_zoom = QLabel()
+        self.statusBar().addPermanentWidget(self.status_size)
+        self.statusBar().addPermanentWidget(self.status_zoom)
+
+    def _update_status(self) -> None:
+        w, h = self.document.size
+        self.status_size.setText(f"{w}×{h}" if self.document.has_image else "No picture")
+        self.status_zoom.setText(f"{self.canvas.zoom * 100:.0f}%")
+
+    def _update_title(self) -> None:
+        name = self.document.path.name if self.document.path else ("Untitled" if self.document.has_image else "")
+        star = "*" if self.document.modified else ""
+        parts = [p for p in (f"{name}{star}", "Sandcastle", "demo — random-weight models" if self.demo else "") if p]
+        self.setWindowTitle(" — ".join(parts))
+
+    # ---- files --------------------------------------------------------------------------------
+
+    def open_path(self, path: str | Path) -> bool:
+        """Open a picture; on failure the current document stays as it was and the reason is shown."""
+        if self.runner.busy:
+            self.runner.cancel()
+        try:
+            self.document.open(path)
+        except SandcastleError as exc:
+            self.show_error(str(exc))
+            return False
+        self.panel.show_message("")
+        self.statusBar().showMessage(f"Opened {Path(path).name}", 4000)
+        return True
+
+    def open_dialog(self) -> None:
+        if not self.confirm_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open picture", str(self._folder()), OPEN_FILTER)
+        if path:
+            self.open_path(path)
+
+    def save(self) -> bool:
+        # Save writes without asking only to a file the person has chosen to save to; the file they
+        # opened is not overwritten until they confirm it once through Save As.
+        if self.document.confirmed_path is not None:
+            return self._save_to(self.document.confirmed_path)
+        return self.save_as()
+
+    def save_as(self) -> bool:
+        if not self.document.has_image:
+            return False
+        suggestion = self.document.path or (self._folder() / "untitled.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Save picture", str(suggestion), SAVE_FILTER)  # asks before overwriting
+        return bool(path) and self._save_to(Path(path))
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            self.document.save(path)
+        except (SandcastleError, OSError) as exc:
+            self.show_error(f"Could not save {path.name}: {exc}")
+            return False
+        self.statusBar().showMessage(f"Saved {path.name}", 4000)
+        return True
+
+    def _folder(self) -> Path:
+        return self.document.path.parent if self.document.path else Path.home()
+
+    def confirm_discard(self) -> bool:
+        """True when there are no unsaved changes or the person agrees to lose them (or saves)."""
+        if not self.document.modified:
+            return True
+        answer = QMessageBox.question(
+            self, "Unsaved changes", "Save the changes to this picture first?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save,
+        )
+        if answer == QMessageBox.Save:
+            return self.save()
+        return answer == QMessageBox.Discard
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls and self.confirm_discard():
+            self.open_path(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    def closeEvent(self, event) -> None:
+        if not self.confirm_discard():
+            event.ignore()
+            return
+        self.runner.shutdown()
+        event.accept()
+
+    def show_error(self, text: str) -> None:
+        self.panel.show_message(text, error=True)
+        self.statusBar().showMessage(text, 8000)
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def _load_engine(self, task: str) -> None:
+        if task in self.engines:
+            self.panel.set_engine_spec(self.engines[task].spec)
+        else:
+            self.runner.load_engine(task)
+
+    def _on_engine_ready(self, task: str, engine: object) -> None:
+        self.engines[task] = engine
+        if task == self.panel.current_task():
+            self.panel.set_engine_spec(engine.spec)
+
+    def build_request(self, job_id: int) -> Request:
+        p = self.panel
+        return Request(
+            task=Task(p.current_task()),
+            image=self.document.image.copy(),
+            mask=self.document.mask.copy(),
+            prompt=p.prompt.toPlainText().strip(),
+            negative_prompt=p.negative.toPlainText().strip(),
+            guidance_scale=p.guidance_scale(),
+            strength=p.strength.value(),
+            steps=p.steps.value(),
+            seed=p.seed.value(),
+            model=self.model,
+            params=p.params(),
+            job_id=job_id,
+        )
+
+    def generate(self) -> None:
+        if self.runner.busy:
+            return  # one job at a time; the button is disabled too
+        engine = self.engines.get(self.panel.current_task())
+        if engine is None:
+            self.show_error("The engine is still loading; try again in a moment.")
+            return
+        if not self.document.has_image:
+            self.show_error("Open a picture first (File → Open, or drop one on the window).")
+            return
+        request = self.build_request(self.runner.next_job_id())
+        try:
+            engine.check(request)
+        except SandcastleError as exc:
+            self.show_error(str(exc))
+            return
+        self._job_version = self.document.version
+        self._job_steps = 0
+        self._job_prompt = request.prompt
+        self.runner.submit(engine, request)
+
+    def cancel(self) -> None:
+        if self.runner.busy:
+            self.runner.cancel()
+            self.panel.progress.setFormat("Cancelling…")
+
+    def _on_preview(self, job_id: int, step: int, total: int, image: QImage, box: tuple, seconds: float) -> None:
+        self._job_steps += 1
+        if not image.isNull():
+            self.canvas.show_preview(image, box)
+        self.panel.show_step(step, total, seconds)
+
+    def _on_finished(self, job_id: int, result: Result) -> None:
+        self.canvas.clear_preview()
+        if self.document.version != self._job_version:
+            self.show_error("The picture changed while generating, so the result was not applied.")
+            self.panel.show_done("Discarded")
+            return
+        label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
+        self.document.apply_result(result.image, result.box, label)
+        self.panel.show_done(f"Done in {result.seconds:.1f} s")
+        self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
+
+    def _on_failed(self, job_id: int, message: str) -> None:
+        self.canvas.clear_preview()
+        self.panel.show_done("Failed")
+        self.show_error(message)
+
+    def _on_cancelled(self, job_id: int) -> None:
+        self.canvas.clear_preview()
+        self.panel.show_done("Cancelled")
+        self.statusBar().showMessage("Cancelled; the picture is unchanged.", 4000)
+
+

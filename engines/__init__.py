@@ -1,0 +1,1 @@
+"""Sandcastle's diffusion engines. Nothing in this package may import Qt."""

@@ -1,0 +1,227 @@
+"""The boundary between the editor and the engines.
+
+The editor builds a `Request`, asks the engine to `check` it, and runs it on a worker thread with
+an `on_step` callback and a `CancelToken`. Everything an engine needs travels in the request; an
+engine never reaches back into the editor.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+class Task(str, enum.Enum):
+    INPAINT = "inpaint"
+    UNCROP = "uncrop"
+    COLORIZE = "colorize"
+    EDIT = "edit"
+    ATTRIBUTES = "attributes"
+
+
+# ---- errors: each carries one sentence that is shown to the person as-is ----------------------
+
+
+class SandcastleError(Exception):
+    """Base of every error an engine raises on purpose."""
+
+
+class InputError(SandcastleError):
+    """The request itself is wrong (empty mask, sizes differ, value out of range)."""
+
+
+class ModelUnavailable(SandcastleError):
+    """The model is not downloaded, the hub is unreachable, or a path is wrong. Says what to do."""
+
+
+class OutOfMemory(SandcastleError):
+    """The device ran out of memory. Says which setting to lower."""
+
+
+class Cancelled(SandcastleError):
+    """The person cancelled; any partial result has been discarded."""
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One engine parameter; the editor builds a control from it, the CLI a default."""
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    label: str
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+    special_value: str = ""  # shown instead of the minimum, when the minimum means "automatic"
+
+    def validate(self, value: Any) -> None:
+        """Raise InputError with one sentence when `value` is not acceptable."""
+        if self.choices:
+            if value not in self.choices:
+                raise InputError(f"{self.label} must be one of {', '.join(self.choices)}, not {value!r}.")
+            return
+        if self.type is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(f"{self.label} must be on or off, not {value!r}.")
+            return
+        if self.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise InputError(f"{self.label} must be a number, not {value!r}.")
+            if self.type is int and float(value) != int(value):
+                raise InputError(f"{self.label} must be a whole number, not {value!r}.")
+            if not np.isfinite(float(value)):
+                raise InputError(f"{self.label} must be a finite number.")
+            if self.minimum is not None and value < self.minimum:
+                raise InputError(f"{self.label} must be at least {self.minimum:g}, not {value:g}.")
+            if self.maximum is not None and value > self.maximum:
+                raise InputError(f"{self.label} must be at most {self.maximum:g}, not {value:g}.")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    id: str
+    tasks: tuple[Task, ...]
+    params: tuple[ParamSpec, ...]
+    default_model: str
+    title: str = ""
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+# ---- one generation -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one generation needs. Images are RGB uint8 (H, W, 3); masks uint8 (H, W), 255 = repaint."""
+
+    task: Task
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    strength: float = 1.0
+    steps: int = 25
+    seed: int = 0
+    model: str | None = None  # hub id, local diffusers folder or single .safetensors; None = engine default
+    device: str | None = None  # "cuda", "mps", "cpu"; None = pick the best available
+    dtype: str | None = None  # "float16", "bfloat16", "float32"; None = the device's usual choice
+    params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
+    job_id: int = 0
+
+
+@dataclass(frozen=True)
+class StepPreview:
+    """What the engine shows after each denoising step. `image` covers `box` = (x, y, w, h) of the document."""
+
+    job_id: int
+    step: int  # 1-based
+    total: int
+    image: np.ndarray | None
+    box: tuple[int, int, int, int]
+    seconds_per_step: float = 0.0
+
+
+@dataclass(frozen=True)
+class Result:
+    image: np.ndarray  # full document size, RGB uint8
+    box: tuple[int, int, int, int]  # the region that may differ from the input
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class CancelToken:
+    """A thread-safe flag. The GUI sets it; the engine checks it in its step callback."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("Cancelled.")
+
+
+StepCallback = Callable[[StepPreview], None]
+
+
+class Engine(Protocol):
+    spec: EngineSpec
+
+    def check(self, request: Request) -> None:
+        """Raise InputError (or ModelUnavailable) before any heavy work."""
+
+    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
+        """Generate. Calls `on_step` once per denoising step and raises Cancelled within one step of a cancel."""
+
+
+def check_common(request: Request, spec: EngineSpec) -> None:
+    """Checks every engine shares: image shape and type, the common numeric ranges, declared params."""
+    image = request.image
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError("The image must be an RGB picture with 8 bits per channel.")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise InputError(f"The image is {image.shape[1]}×{image.shape[0]} pixels; it must be at least 8×8.")
+    if not isinstance(request.prompt, str) or not isinstance(request.negative_prompt, str):
+        raise InputError("The prompt must be text.")
+    if not 1 <= request.steps <= 500:
+        raise InputError(f"Steps must be between 1 and 500, not {request.steps}.")
+    if not 0.0 <= request.guidance_scale <= 30.0:
+        raise InputError(f"Guidance scale must be between 0 and 30, not {request.guidance_scale:g}.")
+    if not 0.0 < request.strength <= 1.0:
+        raise InputError(f"Strength must be above 0 and at most 1, not {request.strength:g}.")
+    if not 0 <= request.seed < 2**63:
+        raise InputError(f"The seed must be a whole number from 0 to 2^63−1, not {request.seed}.")
+    known = {p.name for p in spec.params}
+    for name, value in request.params.items():
+        if name not in known:
+            raise InputError(f"{spec.title or spec.id} has no setting called {name!r}.")
+        spec.param(name).validate(value)
+
+
+# ---- files: the editor reads and writes pictures through these, not through engine internals ---
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 from any picture file; raises InputError with a plain reason."""
+    from engines import imaging
+
+    return imaging.load_image(path)
+
+
+def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask file (white = repaint) that must match `size` = (width, height)."""
+    from engines import imaging
+
+    return imaging.load_mask(path, size)
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """PNG, JPEG or WebP by the file's ending, written atomically."""
+    from engines import imaging
+
+    imaging.save_image(path, image)

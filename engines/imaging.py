@@ -1,0 +1,287 @@
+"""Pure numpy/PIL image work shared by the engines: loading, the working crop, masks, pre-fill,
+colour matching and the final paste-back.
+
+Conventions: images are RGB uint8 arrays (H, W, 3); masks are uint8 (H, W) with 255 = repaint;
+boxes are (x, y, w, h) in pixels of the full image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from engines.api import InputError
+
+Box = tuple[int, int, int, int]
+
+# Opening a huge file must be a clear refusal, not an out-of-memory crash minutes later.
+MAX_PIXELS = 20_000 * 20_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any picture PIL understands as RGB uint8, with EXIF orientation applied."""
+    name = Path(path).name
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
+    except FileNotFoundError:
+        raise InputError(f"There is no file called {name}.") from None
+    except IsADirectoryError:
+        raise InputError(f"{name} is a folder, not an image.") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name} is too large to open (more than {MAX_PIXELS:,} pixels).") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name} could not be read as an image ({_short(exc)}).") from None
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8 from any PIL mode; 16-bit greyscale is scaled down, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """Read a mask file (white = repaint). `size` is the image's (width, height); it must match."""
+    name = Path(path).name
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA") and np.asarray(im.getchannel("A")).min() < 255:
+                # A transparent PNG mask: painted (opaque) pixels are the ones to repaint.
+                mask = np.asarray(im.getchannel("A"), dtype=np.uint8)
+            else:
+                mask = np.asarray(im.convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise InputError(f"There is no mask file called {name}.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name} could not be read as a mask ({_short(exc)}).") from None
+    if (mask.shape[1], mask.shape[0]) != tuple(size):
+        raise InputError(
+            f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is {size[0]}×{size[1]}; they must be the same size."
+        )
+    return np.ascontiguousarray(mask)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Write through a temporary file and rename, so an existing file is never left truncated."""
+    path = Path(path)
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"Sandcastle saves PNG, JPEG or WebP; {path.name} has none of those endings.")
+    mode = "L" if image.ndim == 2 else "RGB"
+    fd, tmp = tempfile.mkstemp(prefix=".sandcastle-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+            Image.fromarray(image, mode).save(f, fmt, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+# ---- the working region ---------------------------------------------------------------------
+
+
+def mask_bbox(mask: np.ndarray, threshold: int = 1) -> Box | None:
+    """Bounding box (x, y, w, h) of the pixels >= threshold, or None when there are none."""
+    rows = np.flatnonzero((mask >= threshold).any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero((mask >= threshold).any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def expand_box(box: Box, margin: int, width: int, height: int) -> Box:
+    """Grow a box by `margin` on every side, clipped to the image."""
+    x, y, w, h = box
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(width, x + w + margin), min(height, y + h + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def working_size(width: int, height: int, native: int, multiple: int = 8) -> tuple[int, int]:
+    """The size to generate at: about native×native pixels in area, same aspect, multiples of `multiple`.
+
+    Small crops are scaled up (the model works best at its native size) and large ones down,
+    so a 4000-px photo and a 100-px mask both reach the model at the resolution it was trained on.
+    """
+    scale = native / math.sqrt(width * height)
+    w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    return w, h
+
+
+def crop(image: np.ndarray, box: Box) -> np.ndarray:
+    x, y, w, h = box
+    return image[y : y + h, x : x + w]
+
+
+def resize(image: np.ndarray, size: tuple[int, int], resample: int = Image.LANCZOS) -> np.ndarray:
+    """Resize an RGB/L uint8 array or a float alpha to (width, height)."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize(size, resample))
+    return np.asarray(Image.fromarray(image.astype(np.float32), "F").resize(size, Image.BILINEAR))
+
+
+# ---- masks ----------------------------------------------------------------------------------
+
+
+def binary(mask: np.ndarray) -> np.ndarray:
+    return mask >= 128
+
+
+def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow (pixels > 0) or shrink (< 0) a mask by a Euclidean distance; returns uint8 0/255."""
+    inside = binary(mask)
+    if pixels > 0:
+        inside = ndimage.distance_transform_edt(~inside) <= pixels
+    elif pixels < 0:
+        inside = ndimage.distance_transform_edt(inside) > -pixels
+    return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Float alpha in [0, 1]: 1 on the mask, a smooth ramp over `radius` pixels outside it, and
+    exactly 0 farther than `radius` from the mask, so those pixels are pasted back unchanged."""
+    inside = binary(mask)
+    if radius <= 0:
+        return inside.astype(np.float32)
+    distance = ndimage.distance_transform_edt(~inside)
+    t = np.clip(1.0 - distance / radius, 0.0, 1.0)
+    alpha = t * t * (3.0 - 2.0 * t)  # smoothstep: no visible edge where the ramp starts or ends
+    alpha[distance > radius] = 0.0
+    return alpha.astype(np.float32)
+
+
+# ---- pre-fill ---------------------------------------------------------------------------------
+
+
+def prefill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fill the masked pixels smoothly from their surroundings (push-pull over an image pyramid).
+
+    A flat fill leaks its colour into the result; this gives the model the colours around the hole.
+    """
+    hole = binary(mask)
+    if not hole.any():
+        return image
+    if hole.all():
+        return np.full_like(image, 127)
+    values = image.astype(np.float32) * ~hole[:, :, None]
+    weights = (~hole).astype(np.float32)
+    levels = [(values, weights)]
+    while min(values.shape[:2]) > 1 and (weights == 0).any():
+        values, weights = _halve(values), _halve(weights[:, :, None])[:, :, 0]
+        levels.append((values, weights))
+    filled = levels[-1][0] / np.maximum(levels[-1][1], 1e-6)[:, :, None]
+    for values, weights in reversed(levels[:-1]):
+        up = _double(filled, values.shape[:2])
+        known = values / np.maximum(weights, 1e-6)[:, :, None]
+        w = np.clip(weights, 0, 1)[:, :, None]
+        filled = known * w + up * (1 - w)
+    out = image.copy()
+    out[hole] = np.clip(np.round(filled[hole]), 0, 255).astype(np.uint8)
+    return out
+
+
+def _halve(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape[:2]
+    a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if (h % 2 or w % 2) else a
+    return a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]
+
+
+def _double(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    up = np.asarray(
+        [np.asarray(Image.fromarray(a[:, :, c]).resize((a.shape[1] * 2, a.shape[0] * 2), Image.BILINEAR)) for c in range(a.shape[2])]
+    ).transpose(1, 2, 0)
+    return up[: shape[0], : shape[1]]
+
+
+# ---- colour ---------------------------------------------------------------------------------
+
+_RGB_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+)
+_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB uint8 (or float 0..1) → CIE Lab (D65), float64."""
+    c = rgb.astype(np.float64) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float64)
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _RGB_TO_XYZ.T / _WHITE
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab (D65) → sRGB uint8, out-of-gamut colours clipped."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
+    linear = np.clip(xyz @ _XYZ_TO_RGB.T, 0, 1)
+    c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
+
+
+def match_colors(generated: np.ndarray, original: np.ndarray, measure: np.ndarray) -> np.ndarray:
+    """Correct the colour drift of a generated crop.
+
+    Where `measure` is True the generated crop should reproduce the original (it is context the
+    model kept), so any difference there is drift from the VAE round trip or the sampler. Fit a
+    per-channel Lab mean/std transfer on those pixels and apply it to the whole crop, so the new
+    content meets its surroundings without a colour step. With fewer than 64 context pixels
+    there is nothing reliable to measure and the crop is returned as it is.
+    """
+    if measure.sum() < 64:
+        return generated
+    gen_lab, orig_lab = rgb_to_lab(generated), rgb_to_lab(original)
+    g, o = gen_lab[measure], orig_lab[measure]
+    g_mean, g_std = g.mean(axis=0), g.std(axis=0)
+    o_mean, o_std = o.mean(axis=0), o.std(axis=0)
+    # A near-flat context would give a huge gain; keep the correction to a plausible drift.
+    gain = np.clip(o_std / np.maximum(g_std, 1e-3), 0.5, 2.0)
+    return lab_to_rgb((gen_lab - g_mean) * gain + o_mean)
+
+
+# ---- paste-back -------------------------------------------------------------------------------
+
+
+def paste_back(original: np.ndarray, generated: np.ndarray, box: Box, alpha: np.ndarray) -> np.ndarray:
+    """Blend `generated` (the size of `box`) into a copy of `original` through `alpha` (same size).
+
+    Where alpha is 0 the original pixel is copied bit for bit; nothing outside `box` is touched.
+    """
+    x, y, w, h = box
+    if generated.shape[:2] != (h, w) or alpha.shape != (h, w):
+        raise ValueError("generated crop and alpha must match the box")
+    out = original.copy()
+    region = original[y : y + h, x : x + w]
+    a = alpha[:, :, None].astype(np.float32)
+    blended = np.round(region.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a).astype(np.uint8)
+    out[y : y + h, x : x + w] = np.where(a > 0, blended, region)
+    return out

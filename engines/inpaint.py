@@ -1,0 +1,175 @@
+"""Inpainting: repaint the masked part of a picture from a prompt.
+
+Works with dedicated inpainting checkpoints (9-channel UNet: the mask and the masked image are
+inputs of the model) and with ordinary ones (4-channel UNet: diffusers blends the known latents
+back after every step), for SD 1.x/2.x and SDXL.
+
+The steps, top to bottom:
+1. Crop around the mask: its bounding box, grown by the feather radius and the context padding.
+2. Pre-fill the hole from its surroundings and scale the crop to the model's native resolution.
+3. Denoise, handing a preview of the predicted clean image to `on_step` after every step and
+   raising `Cancelled` from the step callback when the token is set.
+4. Scale the result back, correct its colour drift on the context pixels, and paste it back
+   through the feathered mask: every pixel farther than the feather radius from the mask is
+   bit-identical to the input.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engines import imaging, models, preview
+from engines.api import (
+    CancelToken,
+    EngineSpec,
+    InputError,
+    OutOfMemory,
+    ParamSpec,
+    Request,
+    Result,
+    StepCallback,
+    StepPreview,
+    Task,
+    check_common,
+)
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+
+SPEC = EngineSpec(
+    id="inpaint",
+    title="Inpaint",
+    tasks=(Task.INPAINT,),
+    default_model=DEFAULT_MODEL,
+    params=(
+        ParamSpec("padding", int, 48, "Context padding", "Pixels of surrounding picture the model sees around the mask.", 0, 2048, 8),
+        ParamSpec("feather", int, 8, "Feather radius", "Width in pixels of the soft edge where the result blends into the original.", 0, 256, 1),
+        ParamSpec("grow", int, 4, "Grow mask", "Pixels added around the painted mask before generating.", 0, 256, 1),
+        ParamSpec("color_match", bool, True, "Match colours", "Correct colour drift of the result, measured on the untouched surroundings."),
+        ParamSpec("scheduler", str, "DPM++ 2M", "Scheduler", "The sampling method.", choices=models.SCHEDULERS),
+        ParamSpec("resolution", int, 0, "Generation size", "Side in pixels of the area generated at once. Lower it if memory runs out.", 0, 2048, 64,
+                  special_value="Model's own"),
+        ParamSpec("preview", str, "auto", "Preview", "How each step is shown: auto uses TAESD when installed, else the linear map.", choices=("auto", "taesd", "linear", "off")),
+    ),
+)
+
+
+class InpaintEngine:
+    spec = SPEC
+
+    def __init__(self) -> None:
+        self._previewers: dict[tuple, Any] = {}
+
+    # ---- validation: cheap, before any model is touched -------------------------------------
+
+    def check(self, request: Request) -> None:
+        check_common(request, self.spec)
+        mask = request.mask
+        if mask is None:
+            raise InputError("Paint a mask over the part of the picture to repaint first.")
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
+            raise InputError("The mask must be a single-channel 8-bit picture.")
+        if mask.shape != request.image.shape[:2]:
+            raise InputError(
+                f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
+                f"{request.image.shape[1]}×{request.image.shape[0]}; they must be the same size."
+            )
+        if not imaging.binary(mask).any():
+            raise InputError("The mask is empty: paint over the part of the picture to repaint.")
+        resolution = request.params.get("resolution", 0)
+        if 0 < resolution < 128:
+            raise InputError(f"Generation size must be 0 (the model's own) or at least 128 pixels, not {resolution}.")
+        models.resolve_source(request.model or DEFAULT_MODEL)
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
+        started = time.perf_counter()
+        p = {**self.spec.defaults(), **request.params}
+        cancel.raise_if_cancelled()
+        device = models.pick_device(request.device)
+        dtype = models.pick_dtype(device, request.dtype)
+        loaded = models.load_inpaint_pipeline(request.model or DEFAULT_MODEL, device, dtype)
+        pipe = loaded.pipe
+        cancel.raise_if_cancelled()
+
+        # 1. The working region.
+        image = request.image
+        height, width = image.shape[:2]
+        mask = imaging.grow_mask(request.mask, p["grow"])
+        box = imaging.expand_box(imaging.mask_bbox(mask, 128), p["feather"] + p["padding"], width, height)
+        crop_image, crop_mask = imaging.crop(image, box), imaging.crop(mask, box)
+        alpha = imaging.feather_mask(crop_mask, p["feather"])
+
+        # 2. What the model sees, at its own resolution.
+        size = imaging.working_size(box[2], box[3], p["resolution"] or loaded.native, multiple=int(pipe.vae_scale_factor))
+        model_image = imaging.resize(imaging.prefill(crop_image, crop_mask), size)
+        model_mask = np.where(imaging.resize(crop_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
+        preview_base = imaging.resize(crop_image, size)
+        preview_alpha = imaging.resize(alpha, size)
+
+        # 3. Denoise.
+        pipe.scheduler = models.make_scheduler(p["scheduler"], pipe.scheduler.config)
+        x0 = preview.X0Capture(pipe.scheduler)
+        previewer = self._previewer(p["preview"], loaded.family, device, dtype)
+        last = [time.perf_counter()]
+
+        def on_step_end(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
+            now = time.perf_counter()
+            shown = None
+            if previewer is not None:
+                latents = x0.x0 if x0.x0 is not None else tensors["latents"]
+                shown = preview.compose(previewer(latents), preview_base, preview_alpha)
+            on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, shown, box, now - last[0]))
+            last[0] = now
+            cancel.raise_if_cancelled()  # diffusers would still decode after an interrupt; raising skips that
+            return {}
+
+        try:
+            output = pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                image=Image.fromarray(model_image),
+                mask_image=Image.fromarray(model_mask),
+                height=size[1],
+                width=size[0],
+                strength=request.strength,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+                output_type="np",
+                callback_on_step_end=on_step_end,
+            )
+        except Exception as exc:
+            if models.is_out_of_memory(exc):
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                raise OutOfMemory(
+                    f"The {device.type.upper()} ran out of memory generating at {size[0]}×{size[1]}: "
+                    "lower Generation size, or close other programs that use the graphics card."
+                ) from None
+            raise
+
+        # 4. Back into the picture.
+        generated = np.clip(np.round(output.images[0] * 255.0), 0, 255).astype(np.uint8)
+        generated = imaging.resize(generated, (box[2], box[3]))
+        if p["color_match"]:
+            generated = imaging.match_colors(generated, crop_image, measure=alpha == 0)
+        result = imaging.paste_back(image, generated, box, alpha)
+        return Result(
+            image=result,
+            box=box,
+            seconds=time.perf_counter() - started,
+            info={"model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
+                  "preview": getattr(previewer, "name", "off"), "device": str(device), "dtype": str(dtype).replace("torch.", "")},
+        )
+
+    def _previewer(self, kind: str, family: str, device: torch.device, dtype: torch.dtype) -> Any:
+        key = (kind, family, str(device), str(dtype))
+        if key not in self._previewers:
+            self._previewers[key] = preview.make_previewer(kind, family, device, dtype)
+        return self._previewers[key]

@@ -1,0 +1,147 @@
+"""Tiny random-weight models in diffusers format, built fully offline.
+
+Tests, benchmarks and `--demo` use these: they are saved to a folder and loaded back through the
+same `models.py` code as real models, so every code path runs for real — only the weights are
+random, which is why their pictures are noise.
+
+Sizes: "tiny" (tests; a step takes milliseconds), "small" (benchmarks on the CPU; a step takes a
+few hundred milliseconds at 512×512), "sd15" (the real SD 1.5 structure, for GPU benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+KINDS = ("inpaint", "img2img", "sdxl-inpaint", "sdxl")
+
+UNET_SIZES = {
+    # block widths, layers per block, attention head dim, text width, native sample size (latent px)
+    "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8, cross_attention_dim=32, sample_size=32),
+    "small": dict(block_out_channels=(128, 256, 256), layers_per_block=1, attention_head_dim=8, cross_attention_dim=256, sample_size=64),
+    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8, cross_attention_dim=768, sample_size=64),
+}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte→character table of GPT-2/CLIP byte-level BPE: every byte gets a printable character."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_clip_tokenizer(folder: Path) -> int:
+    """A CLIP tokenizer written from scratch: one token per byte (and per word-final byte), no merges.
+
+    Returns the vocabulary size. Real CLIP has 49,408 tokens learned by BPE; this one spells every
+    word out letter by letter, which exercises the same code (padding, truncation at 77 tokens).
+    """
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    raw = folder / "_raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (raw / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=77)
+    tokenizer.save_pretrained(str(folder))
+    for f in raw.iterdir():
+        f.unlink()
+    raw.rmdir()
+    return len(vocab)
+
+
+def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
+    """A random-weight diffusers pipeline of `kind` (see KINDS) in memory."""
+    import tempfile
+
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    torch.manual_seed(seed)
+    u = dict(UNET_SIZES[size])
+    width = u.pop("cross_attention_dim")
+    n = len(u["block_out_channels"])
+    sdxl = kind.startswith("sdxl")
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    extra = {}
+    if sdxl:
+        # SDXL conditions on both text encoders (concatenated) plus pooled text and size "time ids".
+        extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
+                     projection_class_embeddings_input_dim=width // 2 + 6 * 8, transformer_layers_per_block=1)
+    unet = UNet2DConditionModel(
+        in_channels=9 if kind.endswith("inpaint") else 4, out_channels=4, down_block_types=down, up_block_types=up,
+        cross_attention_dim=width, norm_num_groups=32, **u, **extra,
+    )
+    # Real VAE geometry (8× down, 4 latent channels) with few channels, so latents look like SD's.
+    vae_width = {"tiny": (8, 16, 16, 16), "small": (32, 64, 64, 64), "sd15": (128, 256, 512, 512)}[size]
+    vae = AutoencoderKL(
+        block_out_channels=vae_width, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, norm_num_groups=8 if size == "tiny" else 32, layers_per_block=1 if size != "sd15" else 2,
+        sample_size=u["sample_size"] * 8, scaling_factor=0.13025 if sdxl else 0.18215,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_size = write_clip_tokenizer(Path(tmp))
+        tokenizer = CLIPTokenizer.from_pretrained(tmp)
+
+    def text_config(hidden: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+            projection_dim=hidden,
+        )
+
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    if sdxl:
+        cls = StableDiffusionXLInpaintPipeline if kind == "sdxl-inpaint" else StableDiffusionXLPipeline
+        return cls(
+            vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
+            text_encoder=CLIPTextModel(text_config(width // 2)), text_encoder_2=CLIPTextModelWithProjection(text_config(width // 2)),
+        )
+    cls = StableDiffusionInpaintPipeline if kind == "inpaint" else StableDiffusionPipeline
+    return cls(
+        vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, text_encoder=CLIPTextModel(text_config(width)),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def write_model(folder: str | Path, kind: str, size: str = "tiny", seed: int = 0) -> Path:
+    """Build a random-weight pipeline and save it as a diffusers folder (safetensors). Returns the folder."""
+    folder = Path(folder)
+    build_pipeline(kind, size, seed).save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def write_taesd(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random-weight TAESD (AutoencoderTiny) with the real 8× geometry, for the preview path."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
+                    num_decoder_blocks=(1, 1, 1, 1), latent_channels=4).save_pretrained(str(folder), safe_serialization=True)
+    return folder

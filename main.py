@@ -1,0 +1,198 @@
+"""Sandcastle: a desktop image editor in which diffusion models do the editing.
+
+    python main.py [IMAGE] [--model ID_OR_PATH] [--demo]      open the editor
+    python main.py run TASK --image IN ... --out OUT          run one engine headless
+    python main.py demo-model DIR --kind KIND                 write a tiny random-weight model
+
+Exit codes of `run`: 0 success, 2 bad input (one line on stderr), 3 model unavailable,
+1 anything else (out of memory, an unexpected failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+COMMANDS = ("run", "demo-model")
+DEMO_KIND_FOR_TASK = {"inpaint": "inpaint"}
+
+
+# ---- arguments ----------------------------------------------------------------------------------
+
+
+def gui_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandcastle", description="Sandcastle image editor.",
+                                     epilog="Headless: sandcastle run TASK --help; sandcastle demo-model --help")
+    parser.add_argument("image", nargs="?", help="picture to open")
+    parser.add_argument("--model", help="hub id, local diffusers folder or .safetensors file to generate with")
+    parser.add_argument("--demo", action="store_true", help="use tiny random-weight models (works offline; results are noise)")
+    return parser
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandcastle run", description="Run one engine without the window.")
+    parser.add_argument("task", help="inpaint, uncrop, colorize, edit or attributes")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--mask", help="white = repaint; same size as the image")
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--negative", default="")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="hub id, local diffusers folder or .safetensors file")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
+    parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--previews", metavar="DIR", help="write one PNG per denoising step here")
+    return parser
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    from engines.testing import KINDS
+
+    parser = argparse.ArgumentParser(prog="sandcastle demo-model", description="Write a tiny random-weight model in diffusers format.")
+    parser.add_argument("dir")
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--size", default="tiny", choices=("tiny", "small", "sd15"))
+    return parser
+
+
+# ---- demo models -------------------------------------------------------------------------------
+
+
+def demo_model_path(kind: str) -> Path:
+    """A tiny model of `kind` in the user cache folder, written on first use."""
+    import platformdirs
+
+    from engines.testing import write_model
+
+    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
+    if not (folder / "model_index.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(folder.name + ".partial")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_model(tmp, kind)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+# ---- headless ----------------------------------------------------------------------------------
+
+
+def parse_param(text: str, spec) -> tuple[str, object]:
+    from engines.api import InputError
+
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise InputError(f"--param takes NAME=VALUE, not {text!r}.")
+    try:
+        p = spec.param(name)
+    except KeyError:
+        raise InputError(f"{spec.title} has no setting called {name!r}; it has {', '.join(q.name for q in spec.params)}.") from None
+    try:
+        if p.type is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+                raise ValueError
+            return name, raw.lower() in ("1", "true", "on", "yes")
+        return name, p.type(raw)
+    except ValueError:
+        raise InputError(f"{p.label} must be a {p.type.__name__}, not {raw!r}.") from None
+
+
+def run_headless(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    from engines import imaging, registry
+    from engines.api import InputError, ModelUnavailable, Request, SandcastleError, Task
+
+    try:
+        try:
+            task = Task(args.task)
+        except ValueError:
+            raise InputError(f"Unknown task {args.task!r}; choose one of {', '.join(t.value for t in Task)}.") from None
+        engine = registry.get(task.value)
+        image = imaging.load_image(args.image)
+        mask = imaging.load_mask(args.mask, (image.shape[1], image.shape[0])) if args.mask else None
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise InputError(f"The folder for --out, {out.parent}, does not exist.")
+        model = args.model
+        if args.demo and model is None:
+            model = str(demo_model_path(DEMO_KIND_FOR_TASK.get(task.value, "inpaint")))
+        request = Request(
+            task=task, image=image, mask=mask, prompt=args.prompt, negative_prompt=args.negative,
+            guidance_scale=args.guidance, strength=args.strength, steps=args.steps, seed=args.seed, model=model,
+            device=args.device, dtype=args.dtype, params=dict(parse_param(t, engine.spec) for t in args.param),
+        )
+        engine.check(request)
+        previews = Path(args.previews) if args.previews else None
+        if previews:
+            previews.mkdir(parents=True, exist_ok=True)
+
+        def on_step(step) -> None:
+            print(f"step {step.step}/{step.total}  {step.seconds_per_step:.2f} s", file=sys.stderr, flush=True)
+            if previews is not None and step.image is not None:
+                imaging.save_image(previews / f"step-{step.step:03d}.png", step.image)
+
+        from engines.api import CancelToken
+
+        result = engine.run(request, on_step, CancelToken())
+        imaging.save_image(out, result.image)
+        print(f"wrote {out} ({result.seconds:.1f} s)", file=sys.stderr)
+        return 0
+    except InputError as exc:
+        print(f"sandcastle: {exc}", file=sys.stderr)
+        return 2
+    except ModelUnavailable as exc:
+        print(f"sandcastle: {exc}", file=sys.stderr)
+        return 3
+    except SandcastleError as exc:
+        print(f"sandcastle: {exc}", file=sys.stderr)
+        return 1
+
+
+def write_demo_model(argv: list[str]) -> int:
+    args = demo_parser().parse_args(argv)
+    from engines.testing import write_model
+
+    folder = write_model(args.dir, args.kind, args.size)
+    print(f"wrote a random-weight {args.kind} model ({args.size}) to {folder}", file=sys.stderr)
+    return 0
+
+
+# ---- the window ----------------------------------------------------------------------------------
+
+
+def build(argv: list[str]):
+    """The whole app's main window for these command-line arguments, without entering the event loop.
+
+    A QApplication must exist already.
+    """
+    args = gui_parser().parse_args(argv)
+    from editor.app import create_main_window
+
+    model = args.model
+    if args.demo and model is None:
+        model = str(demo_model_path("inpaint"))
+    return create_main_window(image=args.image, model=model, demo=args.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        return run_headless(argv[1:])
+    if argv and argv[0] == "demo-model":
+        return write_demo_model(argv[1:])
+    from editor.app import run_app
+
+    return run_app(argv, build)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
