@@ -67,7 +67,7 @@ class Document(QObject):
         self.set_image(image, Path(path))
 
     def set_image(self, image: np.ndarray, path: Path | None = None) -> None:
-        self.image = np.ascontiguousarray(image)
+        self.image = np.array(image, dtype=np.uint8, order="C")  # our own writable copy
         self.mask = np.zeros(image.shape[:2], np.uint8)
         h, w = self.mask.shape
         self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)

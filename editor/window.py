@@ -60,11 +60,11 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_failed)
         self.runner.cancelled.connect(self._on_cancelled)
         self.runner.engineReady.connect(self._on_engine_ready)
-        self.runner.engineFailed.connect(lambda name, msg: self.panel.show_message(msg, error=True))
+        self.runner.engineFailed.connect(self._on_engine_failed)
         self.document.pathChanged.connect(self._update_title)
-        self.document.undo_stack.cleanChanged.connect(lambda _: self._update_title())
+        self.document.undo_stack.cleanChanged.connect(self._update_title)
         self.document.loaded.connect(self._update_status)
-        self.canvas.zoomChanged.connect(lambda _: self._update_status())
+        self.canvas.zoomChanged.connect(self._update_status)
         self._update_title()
         self._load_engine(self.panel.current_task())
 
@@ -145,12 +145,12 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.status_size)
         self.statusBar().addPermanentWidget(self.status_zoom)
 
-    def _update_status(self) -> None:
+    def _update_status(self, *_) -> None:
         w, h = self.document.size
         self.status_size.setText(f"{w}×{h}" if self.document.has_image else "No picture")
         self.status_zoom.setText(f"{self.canvas.zoom * 100:.0f}%")
 
-    def _update_title(self) -> None:
+    def _update_title(self, *_) -> None:
         name = self.document.path.name if self.document.path else ("Untitled" if self.document.has_image else "")
         star = "*" if self.document.modified else ""
         parts = [p for p in (f"{name}{star}", "Sandcastle", "demo — random-weight models" if self.demo else "") if p]
@@ -244,6 +244,9 @@ class MainWindow(QMainWindow):
             self.panel.set_engine_spec(self.engines[task].spec)
         else:
             self.runner.load_engine(task)
+
+    def _on_engine_failed(self, task: str, message: str) -> None:
+        self.show_error(message)
 
     def _on_engine_ready(self, task: str, engine: object) -> None:
         self.engines[task] = engine

@@ -1,0 +1,91 @@
+"""The headless command line, run as a person would run it: a real process per command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from tests.conftest import blob_mask
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sandcastle(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, photo):
+    d = tmp_path_factory.mktemp("cli")
+    Image.fromarray(photo).save(d / "photo.png")
+    Image.fromarray(blob_mask(512, 512, seed=2)).save(d / "mask.png")
+    Image.fromarray(np.zeros((512, 512), np.uint8)).save(d / "empty.png")
+    Image.fromarray(np.zeros((300, 512), np.uint8)).save(d / "small-mask.png")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    return d
+
+
+def test_demo_model_then_inpaint_with_previews(files):
+    model = files / "model"
+    done = sandcastle("demo-model", model, "--kind", "inpaint")
+    assert done.returncode == 0, done.stderr
+    assert (model / "model_index.json").is_file() and (model / "tokenizer").is_dir()
+    out = files / "out.png"
+    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--prompt", "a red door",
+                      "--guidance", "6.5", "--steps", "3", "--seed", "4", "--model", model, "--out", out, "--previews", files / "steps")
+    assert done.returncode == 0, done.stderr
+    result = np.asarray(Image.open(out))
+    original = np.asarray(Image.open(files / "photo.png"))
+    assert result.shape == original.shape
+    mask = np.asarray(Image.open(files / "mask.png"))
+    far = ndimage.distance_transform_edt(mask < 128) > 4 + 8  # default grow + feather
+    assert np.array_equal(result[far], original[far])
+    assert sorted(p.name for p in (files / "steps").iterdir()) == ["step-001.png", "step-002.png", "step-003.png"]
+
+
+def test_demo_flag_needs_no_model(files):
+    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--steps", "2", "--demo", "--out", files / "demo.png")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(files / "demo.png").size == (512, 512)
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--mask", "empty.png"], "mask is empty"),
+        (["--mask", "small-mask.png"], "same size"),
+        (["--image", "broken.png"], "could not be read"),
+        (["--image", "nothing.png"], "no file called"),
+        ([], "Paint a mask"),
+        (["--steps", "0"], "Steps"),
+        (["--param", "feather=-1"], "Feather radius"),
+        (["--param", "shiny=yes"], "no setting called"),
+        (["--out", "no-such-folder/out.png"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(files, args, words):
+    base = {"--image": "photo.png", "--out": "x.png"}
+    extra = []
+    it = iter(args)
+    for a in it:
+        if a in base:
+            base[a] = next(it)
+        else:
+            extra += [a, next(it)] if a in ("--mask", "--steps", "--param") else [a]
+    cmd = ["run", "inpaint", "--image", files / base["--image"], "--out", files / base["--out"], "--demo"]
+    cmd += [files / e if str(e).endswith(".png") else e for e in extra]
+    done = sandcastle(*cmd)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
+
+
+def test_unknown_task_and_missing_model(files):
+    done = sandcastle("run", "sharpen", "--image", files / "photo.png", "--out", files / "x.png")
+    assert done.returncode == 2 and "Unknown task" in done.stderr
+    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--model", files / "absent", "--out", files / "x.png")
+    assert done.returncode == 3 and "no model folder" in done.stderr

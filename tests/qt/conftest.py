@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def window(qtbot, model_dir, tmp_path, photo):
+    """The real main window built by main.build, with a picture loaded and the engine ready."""
+    import main
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    win = main.build([str(path), "--model", str(model_dir("inpaint"))])
+    win.confirm_discard = lambda: True  # no modal question when the test closes the window
+    qtbot.addWidget(win)
+    win.resize(1100, 760)
+    win.show()
+    qtbot.waitUntil(lambda: win.panel.generate.isEnabled(), timeout=60000)
+    win.panel.steps.setValue(4)
+    yield win
+    win.runner.shutdown()
+
+
+def pixmap_array(pixmap):
+    from editor.qtimage import from_qimage
+
+    return from_qimage(pixmap.toImage())
+
+
+def paint_stroke(qtbot, win, points):
+    """Drag with the left button across `points` (picture coordinates) on the canvas."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    view = win.canvas
+    vp = view.viewport()
+    at = [view.mapFromScene(x, y) for x, y in points]
+    QTest.mousePress(vp, Qt.LeftButton, Qt.NoModifier, at[0])
+    for p in at[1:]:
+        QTest.mouseMove(vp, p)
+    QTest.mouseRelease(vp, Qt.LeftButton, Qt.NoModifier, at[-1])
+
+
+@pytest.fixture
+def original(photo):
+    return np.array(photo)

@@ -1,0 +1,140 @@
+"""The real window, driven with mouse and keyboard events as a person would."""
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QPlainTextEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QComboBox
+
+from tests.qt.conftest import paint_stroke, pixmap_array
+
+NAMES = {
+    "canvas": object, "task": QComboBox, "prompt": QPlainTextEdit, "negativePrompt": QPlainTextEdit, "guidanceScale": QSlider,
+    "strength": object, "steps": QSpinBox, "seed": QSpinBox, "generate": QPushButton, "cancel": QPushButton,
+    "progress": QProgressBar, "brushSize": QSpinBox,
+}
+
+
+def find(win, name):
+    from PySide6.QtWidgets import QWidget
+
+    widget = win.findChild(QWidget, name)
+    assert widget is not None, name
+    return widget
+
+
+def test_the_contract_widgets_exist(window):
+    for name, cls in NAMES.items():
+        assert isinstance(find(window, name), cls if cls is not object else type(find(window, name)))
+
+
+def test_paint_generate_watch_apply_undo(qtbot, window, original):
+    doc = window.document
+    paint_stroke(qtbot, window, [(200, 200), (260, 230), (320, 260)])
+    assert doc.mask[230, 260] == 255 and doc.mask[20, 20] == 0
+    assert doc.undo_stack.count() == 1  # one stroke, one undo step
+    assert np.array_equal(doc.image, original)  # painting a mask never touches the picture
+
+    qtbot.keyClicks(find(window, "prompt"), "a red door")
+    find(window, "guidanceScale").setValue(17)  # 8.5
+    assert window.panel.guidance_value.value() == 8.5
+
+    previews, preview_visible = [], []
+    window.runner.preview.connect(lambda job, step, total, image, box, s: previews.append((step, total)))
+    window.runner.preview.connect(lambda *a: preview_visible.append(window.canvas.preview_item.isVisible()))
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
+        assert not find(window, "generate").isEnabled() and find(window, "cancel").isEnabled()
+    qtbot.wait(10)  # let the queued preview slots run before looking at them
+    assert previews == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert all(preview_visible)
+    assert not window.canvas.preview_item.isVisible()  # the overlay goes once the result is in
+
+    changed = doc.image[230, 260].astype(int) - original[230, 260]
+    assert np.abs(changed).sum() > 0
+    assert np.array_equal(doc.image[:100], original[:100])  # far from the mask: untouched
+    assert np.array_equal(pixmap_array(window.canvas.image_item.pixmap()), doc.image)  # the canvas shows the result
+    assert doc.undo_stack.count() == 2 and "Inpaint" in doc.undo_stack.text(1)
+    assert window.panel.progress.format().startswith("Done")
+
+    doc.undo_stack.undo()
+    assert np.array_equal(doc.image, original)
+    assert np.array_equal(pixmap_array(window.canvas.image_item.pixmap()), original)
+    doc.undo_stack.redo()
+    assert not np.array_equal(doc.image, original)
+    doc.undo_stack.undo()
+    doc.undo_stack.undo()
+    assert doc.mask.max() == 0  # the stroke is undone too
+
+
+def test_cancel_leaves_the_picture_unchanged(qtbot, window, original):
+    paint_stroke(qtbot, window, [(100, 300), (200, 300)])
+    window.panel.steps.setValue(50)
+    cancelled, previews = [], []
+    window.runner.cancelled.connect(cancelled.append)
+    window.runner.preview.connect(lambda job, step, *a: previews.append(step))
+    window.runner.preview.connect(lambda job, step, *a: step == 2 and qtbot.mouseClick(find(window, "cancel"), Qt.LeftButton))
+    qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: bool(cancelled), timeout=60000)
+    assert previews == [1, 2]  # nothing shown after the click
+    assert np.array_equal(window.document.image, original)
+    assert window.document.undo_stack.count() == 1
+    assert not window.canvas.preview_item.isVisible()
+    assert window.panel.progress.format() == "Cancelled"
+    assert find(window, "generate").isEnabled()
+
+
+def test_generate_cannot_start_a_second_job(qtbot, window):
+    paint_stroke(qtbot, window, [(100, 100), (150, 100)])
+    started = []
+    window.runner.busyChanged.connect(lambda busy: busy and started.append(1))
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        window.generate()
+        window.generate()  # e.g. Ctrl+Enter pressed again while the first job runs
+        assert window.runner.submit(window.engines["inpaint"], window.build_request(999)) is False
+    assert started == [1]
+
+
+def test_empty_mask_is_explained_not_run(qtbot, window):
+    qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
+    assert "mask is empty" in window.panel.message.text()
+    assert not window.runner.busy
+
+
+def test_brush_size_keys_and_field(qtbot, window):
+    size = find(window, "brushSize")
+    start = size.value()
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_BracketRight)
+    assert size.value() > start and window.canvas.brush_size == size.value()
+    qtbot.keyClick(window.canvas, Qt.Key_BracketLeft)
+    qtbot.keyClick(window.canvas, Qt.Key_BracketLeft)
+    assert size.value() < start
+    size.setValue(77)
+    assert window.canvas.brush_size == 77
+
+
+def test_eraser_removes_mask_as_its_own_undo_step(qtbot, window):
+    doc = window.document
+    paint_stroke(qtbot, window, [(100, 100), (300, 100)])
+    window.eraser_action.trigger()
+    paint_stroke(qtbot, window, [(200, 80), (200, 120)])
+    assert doc.mask[100, 120] == 255 and doc.mask[100, 200] == 0
+    assert doc.undo_stack.count() == 2
+    doc.undo_stack.undo()
+    assert doc.mask[100, 200] == 255
+
+
+def test_opening_a_broken_file_keeps_the_document(qtbot, window, tmp_path, original):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert window.open_path(bad) is False
+    assert "broken.png could not be read" in window.panel.message.text()
+    assert np.array_equal(window.document.image, original)
+
+
+def test_zoom_fit_and_actual_size(qtbot, window):
+    window.canvas.actual_size()
+    assert window.canvas.zoom == 1.0
+    window.canvas.zoom_by(2)
+    assert abs(window.canvas.zoom - 1.5625) < 1e-6
+    window.canvas.fit()
+    assert window.canvas.zoom < 1.5
