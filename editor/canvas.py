@@ -54,6 +54,7 @@ class CanvasView(QGraphicsView):
 
     brushSizeChanged = Signal(int)
     zoomChanged = Signal(float)
+    maskVisibleChanged = Signal(bool)
 
     def __init__(self, document: Document, parent=None) -> None:
         super().__init__(parent)
@@ -71,7 +72,8 @@ class CanvasView(QGraphicsView):
         self.preview_item = QGraphicsPixmapItem()
         self.preview_item.setTransformationMode(Qt.SmoothTransformation)
         self.preview_item.setVisible(False)
-        for z, item in enumerate((self.image_item, self.preview_item, self.mask_item)):
+        # The preview lies above the mask overlay: while generating, the person watches the region form.
+        for z, item in enumerate((self.image_item, self.mask_item, self.preview_item)):
             item.setZValue(z)
             self.scene().addItem(item)
         self.brush_size = 40
@@ -117,6 +119,11 @@ class CanvasView(QGraphicsView):
     def clear_preview(self) -> None:
         self.preview_item.setVisible(False)
         self.preview_item.setPixmap(QPixmap())
+
+    def set_mask_visible(self, visible: bool) -> None:
+        if visible != self.mask_item.isVisible():
+            self.mask_item.setVisible(visible)
+            self.maskVisibleChanged.emit(visible)
 
     # ---- zoom -------------------------------------------------------------------------------
 
@@ -181,6 +188,7 @@ class CanvasView(QGraphicsView):
             return
         if event.button() == Qt.LeftButton and self.document.has_image:
             pos = self.mapToScene(event.position().toPoint())
+            self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
             self.document.begin_mask_edit()
             self._stroke_last, self._stroke_rect = pos, QRect()
             self._paint_segment(pos, pos)

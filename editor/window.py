@@ -89,12 +89,19 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
 
         edit_menu = self.menuBar().addMenu("&Edit")
-        self.undo_action = stack.createUndoAction(self, "&Undo")
+        self.undo_action = stack.createUndoAction(self, "&Undo")  # the menu names the step: "Undo Paint mask"
         self.undo_action.setShortcut(QKeySequence.Undo)
         self.redo_action = stack.createRedoAction(self, "&Redo")
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.Redo])
         edit_menu.addAction(self.undo_action)
         edit_menu.addAction(self.redo_action)
+        # The toolbar keeps short, fixed labels; its tooltips name the step.
+        self.undo_button = QAction("Undo", self, triggered=stack.undo, enabled=False)
+        self.redo_button = QAction("Redo", self, triggered=stack.redo, enabled=False)
+        stack.canUndoChanged.connect(self.undo_button.setEnabled)
+        stack.canRedoChanged.connect(self.redo_button.setEnabled)
+        stack.undoTextChanged.connect(self._on_undo_text)
+        stack.redoTextChanged.connect(self._on_redo_text)
         edit_menu.addSeparator()
         edit_menu.addAction(self._action("&Clear mask", self.document.clear_mask, "Ctrl+Shift+X"))
         self.generate_action = self._action("&Generate", self.generate, "Ctrl+Return")
@@ -108,6 +115,12 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self._action("Zoom &out", lambda: self.canvas.zoom_by(-1), QKeySequence.ZoomOut))
         view_menu.addAction(self._action("&Fit to window", self.canvas.fit, "Ctrl+0"))
         view_menu.addAction(self._action("&Actual size (100%)", self.canvas.actual_size, "Ctrl+1"))
+        view_menu.addSeparator()
+        self.show_mask_action = self._action("Show &mask", self.canvas.set_mask_visible, "M", "Show or hide the mask overlay")
+        self.show_mask_action.setCheckable(True)
+        self.show_mask_action.setChecked(True)
+        self.canvas.maskVisibleChanged.connect(self.show_mask_action.setChecked)
+        view_menu.addAction(self.show_mask_action)
 
         tools = QToolBar("Tools", objectName="tools")
         tools.setMovable(False)
@@ -130,9 +143,15 @@ class MainWindow(QMainWindow):
         self._action("Smaller brush", self.canvas.smaller_brush, "[")
         self._action("Larger brush", self.canvas.larger_brush, "]")
         tools.addSeparator()
-        tools.addAction(self.undo_action)
-        tools.addAction(self.redo_action)
+        tools.addAction(self.undo_button)
+        tools.addAction(self.redo_button)
         tools.addAction(self._action("Clear mask", self.document.clear_mask))
+
+    def _on_undo_text(self, text: str) -> None:
+        self.undo_button.setToolTip(f"Undo {text} (Ctrl+Z)")
+
+    def _on_redo_text(self, text: str) -> None:
+        self.redo_button.setToolTip(f"Redo {text} (Ctrl+Shift+Z)")
 
     def _set_eraser(self, erasing: bool) -> None:
         self.canvas.erasing = erasing
@@ -310,6 +329,7 @@ class MainWindow(QMainWindow):
             return
         label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
         self.document.apply_result(result.image, result.box, label)
+        self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
         self.panel.show_done(f"Done in {result.seconds:.1f} s")
         self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
 

@@ -138,3 +138,30 @@ def test_zoom_fit_and_actual_size(qtbot, window):
     assert abs(window.canvas.zoom - 1.5625) < 1e-6
     window.canvas.fit()
     assert window.canvas.zoom < 1.5
+
+
+def test_result_is_shown_without_the_mask_tint_until_the_next_stroke(qtbot, window):
+    paint_stroke(qtbot, window, [(100, 100), (150, 100)])
+    assert window.canvas.mask_item.isVisible()
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        window.generate()
+    assert not window.canvas.mask_item.isVisible() and not window.show_mask_action.isChecked()
+    assert window.document.mask.max() == 255  # hidden, not cleared: Generate again reuses it
+    paint_stroke(qtbot, window, [(300, 300), (310, 300)])
+    assert window.canvas.mask_item.isVisible() and window.show_mask_action.isChecked()
+
+
+def test_save_never_overwrites_the_opened_file_without_asking(qtbot, window, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QFileDialog
+
+    opened = window.document.path
+    before = opened.read_bytes()
+    asked = []
+    target = tmp_path / "edited.jpg"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (asked.append(a[2]) or str(target), ""))
+    paint_stroke(qtbot, window, [(100, 100), (150, 100)])
+    assert window.save() is True
+    assert asked == [str(opened)]  # Save on an opened photo goes through the Save As dialog
+    assert opened.read_bytes() == before and target.is_file()
+    assert not window.document.modified and window.document.path == target
+    assert window.save() is True and len(asked) == 1  # now Save writes to the chosen file directly

@@ -1,0 +1,1 @@
+"""Speed measurements. Run `python -m benchmarks --help`; they print figures, they assert nothing."""

@@ -1,0 +1,157 @@
+"""Inpainting benchmarks: Sandcastle's engine against the bare diffusers pipeline, the cost of the
+per-step previews, and the longest stall of the GUI event loop while a generation runs.
+
+    python -m benchmarks [--size small] [--steps 10] [--repeats 3] [--json out.json]
+
+Every figure is measured in this one run, on the same model, inputs, scheduler and seed; the
+ratios are what to compare across machines. The model has random weights (speed does not depend
+on them) and the structure named by --size (see engines/testing.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def photo_and_mask() -> tuple[np.ndarray, np.ndarray]:
+    from skimage import data
+
+    image = np.ascontiguousarray(data.astronaut())  # 512×512
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[140:380, 150:360] = 255
+    return image, mask
+
+
+def time_engine(model: str, image, mask, steps: int, preview: str) -> tuple[float, list[float]]:
+    from engines import registry
+    from engines.api import CancelToken, Request, Task
+
+    engine = registry.get("inpaint")
+    stamps: list[float] = []
+    request = Request(Task.INPAINT, image, mask, prompt="a bench", steps=steps, seed=1, model=model,
+                      params={"scheduler": "DDIM", "preview": preview, "padding": 512})  # padding: the whole picture, as the bare call
+    start = time.perf_counter()
+    engine.run(request, lambda s: stamps.append(time.perf_counter()), CancelToken())
+    return time.perf_counter() - start, [t - start for t in stamps]
+
+
+def time_bare(model: str, image, mask, steps: int) -> float:
+    import torch
+    from diffusers import DDIMScheduler
+    from PIL import Image
+
+    from engines import models
+
+    pipe = models.load_inpaint_pipeline(model, torch.device("cpu"), torch.float32).pipe
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    start = time.perf_counter()
+    pipe(prompt="a bench", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=512, width=512,
+         num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(1), output_type="np")
+    return time.perf_counter() - start
+
+
+def gui_stall(model: str, steps: int) -> dict:
+    """Longest gap between ticks of a 5 ms timer on the GUI thread while the real window generates."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PIL import Image
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    import main
+
+    app = QApplication.instance() or QApplication([])
+    image, mask = photo_and_mask()
+    with tempfile.TemporaryDirectory() as tmp:
+        Image.fromarray(image).save(Path(tmp) / "photo.png")
+        win = main.build([str(Path(tmp) / "photo.png"), "--model", model])
+    win.confirm_discard = lambda: True
+    win.show()
+    while not win.panel.generate.isEnabled():
+        app.processEvents()
+    win.document.mask[:] = mask
+    win.panel.steps.setValue(steps)
+    gaps: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.nsecsElapsed()]
+
+    def tick() -> None:
+        now = clock.nsecsElapsed()
+        gaps.append((now - last[0]) / 1e6)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(tick)
+    done = []
+    win.runner.finished.connect(lambda *a: done.append(1))
+    win.runner.failed.connect(lambda job, msg: done.append(msg))
+    timer.start()
+    win.generate()
+    while not done:
+        app.processEvents()
+        time.sleep(0.001)
+    timer.stop()
+    win.runner.shutdown()
+    win.close()
+    return {"longest_stall_ms": max(gaps), "p99_gap_ms": float(np.percentile(gaps, 99)), "ticks": len(gaps)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=("tiny", "small", "sd15"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    from engines.testing import write_model
+
+    image, mask = photo_and_mask()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(write_model(Path(tmp) / "model", "inpaint", args.size))
+        unet_params = sum(p.numel() for p in __import__("diffusers").UNet2DConditionModel.from_pretrained(model, subfolder="unet").parameters())
+        time_bare(model, image, mask, 2)  # warm-up: load, allocate, first-call costs
+        time_engine(model, image, mask, 2, "off")
+        bare, engine_off, engine_linear, first_preview = [], [], [], []
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits all three alike
+            bare.append(time_bare(model, image, mask, args.steps))
+            engine_off.append(time_engine(model, image, mask, args.steps, "off")[0])
+            seconds, stamps = time_engine(model, image, mask, args.steps, "linear")
+            engine_linear.append(seconds)
+            first_preview.append(stamps[0])
+        stall = gui_stall(model, args.steps)
+
+    b, off, lin = statistics.median(bare), statistics.median(engine_off), statistics.median(engine_linear)
+    figures = {
+        "device": "cpu", "torch_threads": torch.get_num_threads(), "size": args.size, "unet_parameters_millions": round(unet_params / 1e6, 1),
+        "steps": args.steps, "resolution": "512x512", "repeats": args.repeats,
+        "bare_pipeline_s": round(b, 3), "engine_previews_off_s": round(off, 3), "engine_linear_previews_s": round(lin, 3),
+        "seconds_per_step_bare": round(b / args.steps, 3),
+        "engine_over_bare": round(off / b, 3), "linear_preview_overhead": round(lin / off - 1, 4),
+        "time_to_first_preview_s": round(statistics.median(first_preview), 3),
+        **{k: round(v, 1) if isinstance(v, float) else v for k, v in stall.items()},
+    }
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
