@@ -90,10 +90,21 @@ def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) ->
         with os.fdopen(fd, "wb") as f:
             kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
             Image.fromarray(image, mode).save(f, fmt, **kwargs)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600 files; a saved picture gets ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, or what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _short(exc: BaseException) -> str:

@@ -165,3 +165,39 @@ def test_save_never_overwrites_the_opened_file_without_asking(qtbot, window, mon
     assert opened.read_bytes() == before and target.is_file()
     assert not window.document.modified and window.document.path == target
     assert window.save() is True and len(asked) == 1  # now Save writes to the chosen file directly
+
+
+def test_wheel_zooms_and_middle_drag_pans(qtbot, window):
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    view = window.canvas
+    view.set_zoom(2.0)
+    centre = QPointF(view.viewport().rect().center())
+    wheel = QWheelEvent(centre, view.viewport().mapToGlobal(centre), QPoint(), QPoint(0, 120), Qt.NoButton, Qt.NoModifier,
+                        Qt.NoScrollPhase, False)
+    QApplication.sendEvent(view.viewport(), wheel)
+    assert abs(view.zoom - 2.5) < 1e-6
+    bar = view.horizontalScrollBar()
+    start = bar.value()
+    vp = view.viewport()
+    QTest.mousePress(vp, Qt.MiddleButton, Qt.NoModifier, QPoint(300, 300))
+    QTest.mouseMove(vp, QPoint(200, 300))
+    QTest.mouseRelease(vp, Qt.MiddleButton, Qt.NoModifier, QPoint(200, 300))
+    assert bar.value() == start + 100
+    assert window.document.mask.max() == 0 and window.document.undo_stack.count() == 0  # panning paints nothing
+
+
+def test_dropping_a_file_opens_it(qtbot, window, tmp_path):
+    from PIL import Image
+    from PySide6.QtCore import QMimeData, QPoint, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "dropped.png")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "dropped.png"))])
+    window.dropEvent(QDropEvent(QPoint(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+    assert window.document.size == (64, 48) and window.document.path.name == "dropped.png"
+    assert "dropped.png" in window.windowTitle()

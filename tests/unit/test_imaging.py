@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,3 +163,12 @@ def test_save_is_atomic_and_refuses_unknown_endings(tmp_path):
     with pytest.raises(InputError, match="PNG, JPEG or WebP"):
         imaging.save_image(tmp_path / "out.gif", textured(10, 12))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary file left behind
+    target.chmod(0o640)
+    imaging.save_image(target, textured(10, 12))
+    assert target.stat().st_mode & 0o777 == 0o640  # replacing keeps the file's permissions
+    old = os.umask(0o022)
+    try:
+        imaging.save_image(tmp_path / "new.png", textured(10, 12))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o644  # a new file gets what the umask gives, not 0600
