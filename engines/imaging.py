@@ -259,24 +259,30 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     return np.clip(np.round(c * 255), 0, 255).astype(np.uint8)
 
 
-def match_colors(generated: np.ndarray, original: np.ndarray, measure: np.ndarray) -> np.ndarray:
+def match_colors(generated: np.ndarray, original: np.ndarray, measure: np.ndarray, apply: np.ndarray | None = None) -> np.ndarray:
     """Correct the colour drift of a generated crop.
 
     Where `measure` is True the generated crop should reproduce the original (it is context the
     model kept), so any difference there is drift from the VAE round trip or the sampler. Fit a
-    per-channel Lab mean/std transfer on those pixels and apply it to the whole crop, so the new
-    content meets its surroundings without a colour step. With fewer than 64 context pixels
-    there is nothing reliable to measure and the crop is returned as it is.
+    per-channel Lab mean/std transfer on those pixels and apply it where `apply` is True (default:
+    everywhere), so the new content meets its surroundings without a colour step. With fewer than
+    64 context pixels there is nothing reliable to measure and the crop is returned as it is.
     """
     if measure.sum() < 64:
         return generated
-    gen_lab, orig_lab = rgb_to_lab(generated), rgb_to_lab(original)
-    g, o = gen_lab[measure], orig_lab[measure]
+    picked = np.flatnonzero(measure)
+    if picked.size > 200_000:  # the statistics need a sample, not every pixel of a large crop
+        picked = picked[:: picked.size // 200_000]
+    g = rgb_to_lab(generated.reshape(-1, 3)[picked])
+    o = rgb_to_lab(original.reshape(-1, 3)[picked])
     g_mean, g_std = g.mean(axis=0), g.std(axis=0)
     o_mean, o_std = o.mean(axis=0), o.std(axis=0)
     # A near-flat context would give a huge gain; keep the correction to a plausible drift.
     gain = np.clip(o_std / np.maximum(g_std, 1e-3), 0.5, 2.0)
-    return lab_to_rgb((gen_lab - g_mean) * gain + o_mean)
+    where = np.ones(generated.shape[:2], bool) if apply is None else apply
+    out = generated.copy()
+    out[where] = lab_to_rgb((rgb_to_lab(generated[where]) - g_mean) * gain + o_mean)
+    return out
 
 
 # ---- paste-back -------------------------------------------------------------------------------

@@ -100,9 +100,12 @@ class InpaintEngine:
         # 1. The working region.
         image = request.image
         height, width = image.shape[:2]
-        mask = imaging.grow_mask(request.mask, p["grow"])
-        box = imaging.expand_box(imaging.mask_bbox(mask, 128), p["feather"] + p["padding"], width, height)
-        crop_image, crop_mask = imaging.crop(image, box), imaging.crop(mask, box)
+        # The box holds the grown mask, its feather and the context, so every mask operation can
+        # work on the crop alone (exactly: no mask pixel lies outside it) instead of the whole photo.
+        bbox = imaging.mask_bbox(request.mask, 128)
+        box = imaging.expand_box(bbox, p["grow"] + p["feather"] + p["padding"], width, height)
+        crop_image = imaging.crop(image, box)
+        crop_mask = imaging.grow_mask(imaging.crop(request.mask, box), p["grow"])
         alpha = imaging.feather_mask(crop_mask, p["feather"])
 
         # 2. What the model sees, at its own resolution.
@@ -158,7 +161,7 @@ class InpaintEngine:
         generated = np.clip(np.round(output.images[0] * 255.0), 0, 255).astype(np.uint8)
         generated = imaging.resize(generated, (box[2], box[3]))
         if p["color_match"]:
-            generated = imaging.match_colors(generated, crop_image, measure=alpha == 0)
+            generated = imaging.match_colors(generated, crop_image, measure=alpha == 0, apply=alpha > 0)
         result = imaging.paste_back(image, generated, box, alpha)
         return Result(
             image=result,

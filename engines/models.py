@@ -186,7 +186,7 @@ def load_inpaint_pipeline(model: str, device: torch.device, dtype: torch.dtype) 
             pipe = AutoPipelineForInpainting.from_pretrained(
                 source.location, torch_dtype=dtype, use_safetensors=True, local_files_only=offline() or source.kind == "folder",
             )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except Exception as exc:  # missing files, offline hub, a truncated or corrupt weight file, a wrong config
         log.info("loading %s failed: %s", source.location, exc)
         raise ModelUnavailable(unavailable_message(source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
     if not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):

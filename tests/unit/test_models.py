@@ -62,3 +62,14 @@ def test_device_and_dtype_policy():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA"):
             models.pick_device("cuda")
+
+
+def test_a_corrupt_weight_file_is_reported_as_unavailable(tmp_path, model_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir("inpaint"), broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    with pytest.raises(ModelUnavailable, match="could not be loaded"):
+        models.load_inpaint_pipeline(str(broken), torch.device("cpu"), torch.float32)
