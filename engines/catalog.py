@@ -1,0 +1,363 @@
+"""The model catalog: presets from resources/models.json, what is installed, downloading with byte
+progress, cancel, resume and integrity checks, and deleting.
+
+Downloads land in the Hugging Face cache (HF_HOME / HF_HUB_CACHE honoured) in its own layout
+(blobs named by ETag, snapshot links, refs/main), so diffusers finds the files as if
+huggingface_hub had fetched them. huggingface_hub does the talking to the hub: model info, the
+file listing with sizes and SHA-256s, URLs, headers and its HTTP session. The bytes themselves are
+transferred here, because huggingface_hub 1.x/2.x deletes a partial file when a download fails,
+and a person on a slow line must be able to cancel a 2 GB download and resume it tomorrow: each
+file is written to `blobs/<etag>.sandcastle-partial` and continued with an HTTP Range request.
+Large-file storage (LFS) files are checked against their SHA-256 before they count as installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from engines import models  # sets the hub timeouts before huggingface_hub is imported
+from engines.api import CancelToken, Cancelled, InputError, ModelUnavailable
+
+WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx")
+
+
+# ---- presets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    id: str
+    title: str
+    tasks: tuple[str, ...]
+    architecture: str
+    hub_id: str | None
+    download_bytes: int
+    licence: str
+    description: str
+    components: tuple[str, ...] = ()
+    default_for: tuple[str, ...] = ()
+    manual: str = ""
+
+
+def presets() -> list[Preset]:
+    data = json.loads(resources.files("resources").joinpath("models.json").read_text(encoding="utf-8"))
+    return [
+        Preset(
+            id=p["id"], title=p["title"], tasks=tuple(p["tasks"]), architecture=p["architecture"], hub_id=p.get("hub_id"),
+            download_bytes=int(p["download_bytes"]), licence=p["licence"], description=p["description"],
+            components=tuple(p.get("components", ())), default_for=tuple(p.get("default_for", ())), manual=p.get("manual", ""),
+        )
+        for p in data["presets"]
+    ]
+
+
+def preset(key: str) -> Preset:
+    """A preset by its id or its hub id."""
+    for p in presets():
+        if key in (p.id, p.hub_id):
+            return p
+    raise InputError(f"There is no model preset called {key!r}.")
+
+
+def default_preset(task: str) -> Preset:
+    for p in presets():
+        if task in p.default_for:
+            return p
+    raise InputError(f"No model is set up for {task}.")
+
+
+# ---- the cache --------------------------------------------------------------------------------
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def repo_folder(hub_id: str) -> Path:
+    return hub_cache() / ("models--" + hub_id.replace("/", "--"))
+
+
+def wanted(files: list[str], components: tuple[str, ...]) -> list[str]:
+    """The files of a repository worth fetching: configs and tokenizers of the given components
+    (or of the top level when none are given) and one set of safetensors weights per folder,
+    half precision when the repository has it. Pickle-based weights are never fetched."""
+    folders = components or ("",)
+    picked = []
+    for folder in folders:
+        prefix = f"{folder}/" if folder else ""
+        inside = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
+        configs = [f for f in inside if not f.endswith(WEIGHT_SUFFIXES + PICKLE_SUFFIXES) and not Path(f).name.startswith(".")
+                   and Path(f).suffix in (".json", ".txt", ".model")]
+        weights = [f for f in inside if f.endswith(WEIGHT_SUFFIXES)]
+        half = [f for f in weights if ".fp16." in f]
+        full = [f for f in weights if ".fp16." not in f and ".non_ema" not in f and ".ema." not in f]
+        picked += configs + (half or full)
+    if components:
+        picked += [f for f in files if f == "model_index.json"]
+    return sorted(set(picked))
+
+
+def installed_path(hub_id: str) -> Path | None:
+    """The local snapshot folder of a hub model when its files are all there, else None."""
+    refs = repo_folder(hub_id) / "refs" / "main"
+    if not refs.is_file():
+        return None
+    snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
+    manifest = snapshot / ".sandcastle-complete.json"
+    if not manifest.is_file():
+        return None
+    try:
+        expected = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return None
+    return snapshot if all((snapshot / f).is_file() for f in expected) else None
+
+
+def disk_bytes(path: Path | None) -> int:
+    """Bytes a folder really occupies (symlinks into the blob store counted once)."""
+    if path is None or not path.exists():
+        return 0
+    seen, total = set(), 0
+    for f in path.rglob("*"):
+        if f.is_file():
+            real = f.resolve()
+            if real not in seen:
+                seen.add(real)
+                total += real.stat().st_size
+    return total
+
+
+def delete(hub_id: str) -> int:
+    """Remove a hub model from the cache; returns the bytes freed."""
+    folder = repo_folder(hub_id)
+    freed = disk_bytes(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+# ---- downloading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # for LFS files
+    blob_id: str = ""  # git's id, which names small files in the cache
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 or self.blob_id
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    hub_id: str
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass
+class DownloadProgress:
+    hub_id: str
+    done_bytes: int
+    total_bytes: int
+    bytes_per_second: float
+    file: str
+    files_done: int
+    files_total: int
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+def _hub_error(hub_id: str, exc: BaseException) -> ModelUnavailable:
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        return ModelUnavailable(f"{hub_id} asks you to accept its licence on the Hugging Face website and log in before downloading.")
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, RepositoryNotFoundError) or (isinstance(exc, HfHubHTTPError) and status in (401, 404)):
+        return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}.")
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelUnavailable(
+        f"The download of {hub_id} stopped ({reason[:160]}). Check the connection and download again; it resumes where it stopped."
+    )
+
+
+def plan(hub_id: str, components: tuple[str, ...] = (), endpoint: str | None = None) -> DownloadPlan:
+    """Ask the hub which files to fetch and how large they are (one metadata call, with a timeout)."""
+    if models.offline():
+        raise ModelUnavailable(models.unavailable_message(models.ModelSource("hub", hub_id)))
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=endpoint)
+    try:
+        commit = api.model_info(hub_id, timeout=float(os.environ["HF_HUB_ETAG_TIMEOUT"])).sha
+        entries = [e for e in api.list_repo_tree(hub_id, recursive=True, revision=commit) if isinstance(e, RepoFile)]
+    except Exception as exc:
+        raise _hub_error(hub_id, exc) from None
+    by_path = {e.path: e for e in entries}
+    chosen = wanted(list(by_path), components)
+    if not any(f.endswith(WEIGHT_SUFFIXES) for f in chosen):
+        raise ModelUnavailable(f"{hub_id} has no .safetensors weights; Sandcastle does not download pickle-based files.")
+    files = tuple(
+        RemoteFile(p, int(by_path[p].size), by_path[p].lfs.sha256 if by_path[p].lfs is not None else None, by_path[p].blob_id)
+        for p in chosen
+    )
+    return DownloadPlan(hub_id, commit, files)
+
+
+@dataclass
+class _Counter:
+    plan: DownloadPlan
+    on_progress: ProgressCallback
+    done_before: int = 0  # bytes of the files already finished
+    current: int = 0  # bytes of the file being fetched, including what a resume started from
+    file: str = ""
+    files_done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    received: int = 0  # bytes that came over the network now (for the speed)
+    last_report: float = 0.0
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_report < 0.1:
+            return
+        self.last_report = now
+        speed = self.received / max(now - self.started, 1e-3)
+        self.on_progress(DownloadProgress(self.plan.hub_id, self.done_before + self.current, self.plan.total_bytes, speed,
+                                          self.file, self.files_done, len(self.plan.files)))
+
+
+RETRIES = 3  # a dropped connection is resumed this many times in a row before giving up
+
+
+def download(
+    hub_id: str,
+    components: tuple[str, ...] = (),
+    on_progress: ProgressCallback = lambda p: None,
+    cancel: CancelToken | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Fetch a hub model into the cache (resuming partial files) and return its snapshot folder."""
+    cancel = cancel or CancelToken()
+    the_plan = plan(hub_id, components, endpoint)
+    counter = _Counter(the_plan, on_progress)
+    folder = repo_folder(hub_id)
+    snapshot = folder / "snapshots" / the_plan.commit
+    for remote in the_plan.files:
+        cancel.raise_if_cancelled()
+        counter.file, counter.current = remote.path, 0
+        blob = folder / "blobs" / remote.etag
+        if not blob.is_file():
+            _fetch(hub_id, remote, the_plan.commit, endpoint, blob, counter, cancel)
+        _link(snapshot / remote.path, blob)
+        counter.done_before += remote.size
+        counter.current = 0
+        counter.files_done += 1
+    counter.report(force=True)
+    # Written last: a snapshot counts as installed only once every planned file is in place.
+    (snapshot / ".sandcastle-complete.json").write_text(json.dumps({"files": [f.path for f in the_plan.files], "commit": the_plan.commit}))
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(the_plan.commit)
+    return snapshot
+
+
+def _fetch(hub_id: str, remote: RemoteFile, commit: str, endpoint: str | None, blob: Path, counter: _Counter, cancel: CancelToken) -> None:
+    """Transfer one file to `blob`, continuing a partial file with a Range request, then verify it."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    partial = blob.with_name(blob.name + ".sandcastle-partial")
+    url = hf_hub_url(hub_id, remote.path, revision=commit, endpoint=endpoint)
+    timeout = float(os.environ["HF_HUB_DOWNLOAD_TIMEOUT"])
+    failures = 0
+    while True:
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > remote.size:  # not ours to continue: start again
+            partial.unlink()
+            have = 0
+        counter.current = have
+        counter.report(force=True)
+        if have == remote.size:
+            break
+        headers = build_hf_headers()
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as response:
+                hf_raise_for_status(response)
+                if have and response.status_code != 206:  # the server ignored the range: take it from the start
+                    have = 0
+                    counter.current = 0
+                with open(partial, "ab" if have else "wb") as out:
+                    for chunk in response.iter_bytes(64 * 1024):  # small, so a dropped connection loses little
+                        out.write(chunk)
+                        counter.current += len(chunk)
+                        counter.received += len(chunk)
+                        counter.report()
+                        cancel.raise_if_cancelled()  # stops within one chunk; the partial file stays for later
+            failures = 0
+        except Cancelled:
+            raise
+        except Exception as exc:
+            failures = 1 if counter.current > have else failures + 1  # only attempts that got nothing count against the limit
+            if failures > RETRIES or not _transient(exc):
+                raise _hub_error(hub_id, exc) from None
+            time.sleep(0.5)
+    if remote.sha256 is not None and _sha256(partial, cancel) != remote.sha256:
+        partial.unlink()
+        raise ModelUnavailable(f"{remote.path} of {hub_id} arrived damaged (its checksum does not match); it was removed, download again.")
+    os.replace(partial, blob)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A dropped or timed-out connection (worth resuming), as opposed to an answer from the server."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return not isinstance(exc, HfHubHTTPError)
+
+
+def _link(path: Path, blob: Path) -> None:
+    """Put a blob at its place in the snapshot, as huggingface_hub does: a relative symlink, or a copy where
+    the file system has no symlinks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        if path.resolve() == blob.resolve():
+            return
+        path.unlink()
+    try:
+        path.symlink_to(os.path.relpath(blob, path.parent))
+    except OSError:
+        shutil.copyfile(blob, path)
+
+
+def _sha256(path: Path, cancel: CancelToken) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            digest.update(chunk)
+            cancel.raise_if_cancelled()
+    return digest.hexdigest()
+
+

@@ -1,0 +1,165 @@
+"""Presets and downloads. Downloads run against a real HTTP server on 127.0.0.1 (tests/hubserver.py)
+with the real huggingface_hub client pointed at it."""
+
+import json
+import threading
+
+import pytest
+
+from engines import catalog
+from engines.api import CancelToken, Cancelled, ModelUnavailable
+from tests.hubserver import Hub
+
+REPO = "tiny/inpaint"
+PARTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
+UNET = "unet/diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def hub(model_dir, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite starts offline
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    server = Hub()
+    server.add_folder(REPO, model_dir("inpaint"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def fetch(hub, **kw):
+    events = []
+    path = catalog.download(REPO, PARTS, events.append, endpoint=hub.url, **kw)
+    return path, events
+
+
+def test_presets_cover_every_task_and_name_size_and_licence():
+    presets = catalog.presets()
+    ids = {p.id for p in presets}
+    assert {"sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "sd15", "instruct-pix2pix", "taesd", "taesdxl",
+            "controlnet-brightness", "diffae-ffhq256"} <= ids
+    for p in presets:
+        assert p.licence and p.description and p.download_bytes > 0
+        assert p.hub_id or p.manual  # where there is no hub copy, the preset says how to get it
+    assert catalog.default_preset("inpaint").hub_id == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    assert catalog.preset("timbrooks/instruct-pix2pix").id == "instruct-pix2pix"
+
+
+def test_only_safetensors_and_half_precision_when_offered():
+    files = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors",
+             "unet/diffusion_pytorch_model.fp16.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+             "safety_checker/model.safetensors", "README.md", "v1-5-pruned.ckpt"]
+    assert catalog.wanted(files, ("unet", "vae")) == [
+        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors", "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+    ]
+
+
+def test_download_reports_byte_progress_and_installs(hub):
+    assert catalog.installed_path(REPO) is None
+    path, events = fetch(hub)
+    total = events[-1].total_bytes
+    assert total == sum(len(d) for n, d in hub.repos[REPO].items() if n in catalog.wanted(list(hub.repos[REPO]), PARTS))
+    assert events[-1].done_bytes == total and events[-1].files_done == events[-1].files_total == 10
+    done = [e.done_bytes for e in events]
+    assert done == sorted(done) and len(events) >= 10
+    assert catalog.installed_path(REPO) == path
+    assert (path / UNET).read_bytes() == hub.repos[REPO][UNET]
+    assert total <= catalog.disk_bytes(path) < total + 4096  # plus our small completeness manifest
+    from engines import models
+    import torch
+
+    assert models.load_inpaint_pipeline(str(path), torch.device("cpu"), torch.float32).unet_channels == 9
+
+
+def test_cancel_stops_mid_file_and_the_next_download_resumes(hub):
+    hub.delay = 0.02
+    token = CancelToken()
+    unet_events = []
+
+    def cancel_inside_the_unet(event):
+        if event.file == UNET:
+            unet_events.append(event.done_bytes)
+            if unet_events[-1] > unet_events[0]:  # some of the UNet's bytes have arrived
+                token.cancel()
+
+    with pytest.raises(Cancelled):
+        catalog.download(REPO, PARTS, cancel_inside_the_unet, token, endpoint=hub.url)
+    assert catalog.installed_path(REPO) is None
+    partial = list((catalog.repo_folder(REPO) / "blobs").glob("*.sandcastle-partial"))
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size < len(hub.repos[REPO][UNET])
+    had = partial[0].stat().st_size
+
+    hub.delay = 0.0
+    hub.requests.clear()
+    path, events = fetch(hub)
+    ranges = [r for m, p, r in hub.requests if p.endswith(UNET) and m == "GET"]
+    assert ranges == [f"bytes={had}-"]  # resumed where it stopped, not restarted
+    assert (path / UNET).read_bytes() == hub.repos[REPO][UNET]
+    assert catalog.installed_path(REPO) == path
+
+
+def test_a_corrupted_file_is_caught_and_removed(hub):
+    hub.corrupt.add(UNET)
+    with pytest.raises(ModelUnavailable, match="arrived damaged"):
+        fetch(hub)
+    assert catalog.installed_path(REPO) is None
+    snapshot = catalog.repo_folder(REPO) / "snapshots" / hub.commit
+    assert not (snapshot / UNET).exists()
+    assert not list((catalog.repo_folder(REPO) / "blobs").glob("*partial"))  # the damaged bytes are gone
+    hub.corrupt.clear()
+    path, _ = fetch(hub)
+    assert (path / UNET).read_bytes() == hub.repos[REPO][UNET]
+
+
+def test_a_dropped_connection_is_resumed(hub):
+    hub.cut_after = 700_000  # every response stops after 700 kB
+    path, _ = fetch(hub)
+    assert (path / UNET).read_bytes() == hub.repos[REPO][UNET]
+    assert any(r for m, p, r in hub.requests if p.endswith(UNET) and m == "GET" and r)
+
+
+def test_the_server_going_away_gives_a_plain_error(hub):
+    hub.delay = 0.02
+    stopped = threading.Event()
+
+    def stop_in_the_unet(event):
+        if event.file == UNET and event.done_bytes and not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=hub.stop).start()
+
+    with pytest.raises(ModelUnavailable) as err:
+        catalog.download(REPO, PARTS, stop_in_the_unet, endpoint=hub.url)
+    assert "download of tiny/inpaint stopped" in str(err.value) and "resumes" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert catalog.installed_path(REPO) is None
+
+
+def test_offline_refuses_before_any_network_call(hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="offline"):
+        fetch(hub)
+    assert hub.requests == []
+
+
+def test_unknown_repository(hub):
+    with pytest.raises(ModelUnavailable, match="no model called tiny/absent"):
+        catalog.download("tiny/absent", PARTS, endpoint=hub.url)
+
+
+def test_delete_frees_the_space(hub):
+    path, _ = fetch(hub)
+    size = catalog.disk_bytes(catalog.repo_folder(REPO))
+    assert size >= catalog.disk_bytes(path) > 4_000_000
+    assert catalog.delete(REPO) == size
+    assert catalog.installed_path(REPO) is None and not catalog.repo_folder(REPO).exists()
+
+
+def test_manifest_marks_completeness(hub):
+    path, _ = fetch(hub)
+    manifest = json.loads((path / ".sandcastle-complete.json").read_text())
+    assert UNET in manifest["files"]
+    (path / UNET).unlink()
+    assert catalog.installed_path(REPO) is None  # a file removed by hand makes it not installed
