@@ -54,7 +54,7 @@ def time_bare(model: str, image, mask, steps: int) -> float:
 
     from engines import models
 
-    pipe = models.load_inpaint_pipeline(model, torch.device("cpu"), torch.float32).pipe
+    pipe = models.load_pipeline("inpaint", model, torch.device("cpu"), torch.float32).pipe
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     start = time.perf_counter()
     pipe(prompt="a bench", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=512, width=512,

@@ -124,6 +124,8 @@ class Request:
     model: str | None = None  # hub id, local diffusers folder or single .safetensors; None = engine default
     device: str | None = None  # "cuda", "mps", "cpu"; None = pick the best available
     dtype: str | None = None  # "float16", "bfloat16", "float32"; None = the device's usual choice
+    memory: str | None = None  # low-memory mode "off", "balanced", "lowest"; None = chosen from free memory
+    allow_pickle: tuple[str, ...] = ()  # pickle-based model files the person explicitly allowed
     params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
     job_id: int = 0
 

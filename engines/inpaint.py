@@ -83,7 +83,7 @@ class InpaintEngine:
         resolution = request.params.get("resolution", 0)
         if 0 < resolution < 128:
             raise InputError(f"Generation size must be 0 (the model's own) or at least 128 pixels, not {resolution}.")
-        models.resolve_source(request.model or DEFAULT_MODEL)
+        models.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -93,7 +93,7 @@ class InpaintEngine:
         cancel.raise_if_cancelled()
         device = models.pick_device(request.device)
         dtype = models.pick_dtype(device, request.dtype)
-        loaded = models.load_inpaint_pipeline(request.model or DEFAULT_MODEL, device, dtype)
+        loaded = models.load_pipeline("inpaint", request.model or DEFAULT_MODEL, device, dtype, request.memory, request.allow_pickle)
         pipe = loaded.pipe
         cancel.raise_if_cancelled()
 

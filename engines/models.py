@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 
-from engines.api import InputError, ModelUnavailable  # noqa: E402
+from engines.api import InputError, ModelUnavailable, OutOfMemory  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +89,36 @@ class ModelSource:
         return self.location if self.kind == "hub" else Path(self.location).name
 
 
-def resolve_source(model: str) -> ModelSource:
-    """Decide what `model` names, without loading anything. Raises ModelUnavailable for bad paths."""
+def resolve_source(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelSource:
+    """Decide what `model` names, without loading anything. Raises ModelUnavailable for bad paths.
+
+    `model` is a preset id (see resources/models.json), a hub id, a diffusers folder or a single
+    weights file. Pickle-based files (.ckpt, .bin, .pt) are refused unless their resolved path is in
+    `allow_pickle` (an explicit per-file opt-in); they are then read with torch's weights_only mode.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"{path} is a folder but not a diffusers model (it has no model_index.json).")
         return ModelSource("folder", str(path))
     if path.is_file():
-        if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise ModelUnavailable(
-                f"{path.name} is a pickle-based checkpoint, which can run code when loaded; "
-                "Sandcastle loads .safetensors files only."
-            )
-        if path.suffix.lower() != ".safetensors":
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            if str(path.resolve()) not in {str(Path(p).expanduser().resolve()) for p in allow_pickle}:
+                raise ModelUnavailable(
+                    f"{path.name} is a pickle-based checkpoint, which can run code when loaded; Sandcastle loads "
+                    ".safetensors files only, unless you allow this one file in Models."
+                )
+            return ModelSource("file", str(path))
+        if suffix != ".safetensors":
             raise ModelUnavailable(f"{path.name} is not a model file Sandcastle can load (use a .safetensors file or a diffusers folder).")
         return ModelSource("file", str(path))
+    if "/" not in model and not model.startswith((".", "~")):
+        from engines import catalog
+
+        for preset in catalog.presets():
+            if model == preset.id and preset.hub_id:
+                return ModelSource("hub", preset.hub_id)
     if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
         return ModelSource("hub", model)
     raise ModelUnavailable(f"There is no model folder or file at {model}.")
@@ -116,16 +130,24 @@ def offline() -> bool:
 
 def unavailable_message(source: ModelSource, reason: str = "") -> str:
     if source.kind == "hub":
-        why = "Sandcastle is offline (HF_HUB_OFFLINE is set)" if offline() else "it could not be downloaded"
+        if offline():
+            return (
+                f"The model {source.location} is not on this computer and Sandcastle is offline (HF_HUB_OFFLINE is set). "
+                f"On a connected machine run: huggingface-cli download {source.location}, then copy its Hugging Face "
+                "cache folder (~/.cache/huggingface) here, or choose a local copy in Models (or --model /path/to/folder)."
+            )
         return (
-            f"The model {source.location} is not on this computer and {why}. "
-            f"Download it on a connected machine (huggingface-cli download {source.location}) and copy the "
-            "Hugging Face cache folder here, or point Sandcastle at a local copy with --model /path/to/folder."
+            f"The model {source.location} is not downloaded yet: download it in Models (Generate offers to), "
+            "or choose a local copy there (or --model /path/to/folder)."
         )
     return f"The model at {source.location} could not be loaded: {reason}"
 
 
 # ---- loading ----------------------------------------------------------------------------------
+
+PURPOSES = ("inpaint", "img2img")
+MEMORY_MODES = ("off", "balanced", "lowest")
+GIB = 1024**3
 
 
 @dataclass
@@ -135,12 +157,39 @@ class LoadedPipeline:
     native: int  # the side, in pixels, the model was trained at
     unet_channels: int  # 9 for dedicated inpainting UNets, 4 for ordinary ones
     source: ModelSource
+    memory: str = "off"  # the low-memory mode it was set up with
+    device: str = "cpu"
+
+
+def module_bytes(pipe: Any) -> dict[int, int]:
+    """Parameter and buffer bytes of each distinct module of a pipeline, by the module's id."""
+    sizes = {}
+    for component in getattr(pipe, "components", {}).values():
+        if isinstance(component, torch.nn.Module) and id(component) not in sizes:
+            tensors = list(component.parameters()) + list(component.buffers())
+            sizes[id(component)] = sum(t.numel() * t.element_size() for t in tensors)
+    return sizes
+
+
+def default_budget(device: torch.device) -> int:
+    """How many bytes of loaded models to keep per device: 90% of the GPU, half the RAM on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB
 
 
 class PipelineCache:
-    """Loaded pipelines by (purpose, source, device, dtype), least recently used dropped first."""
+    """Loaded pipelines, kept while they fit a byte budget per device; least recently used go first.
 
-    def __init__(self, max_entries: int = 2) -> None:
+    Pipelines made from one another with `from_pipe` share their modules, and shared modules
+    are counted once, so a second task on the same base model costs (almost) nothing.
+    """
+
+    def __init__(self, budget: int | None = None, max_entries: int = 6) -> None:
+        self.budget = budget  # None: default_budget(device)
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple, LoadedPipeline] = OrderedDict()
         self._lock = threading.Lock()
@@ -152,12 +201,48 @@ class PipelineCache:
                 self._entries.move_to_end(key)
             return entry
 
-    def put(self, key: tuple, entry: LoadedPipeline) -> None:
+    def sibling(self, source: ModelSource, device: str, dtype: str, memory: str) -> LoadedPipeline | None:
+        """A loaded pipeline of the same model, device, precision and memory mode (any purpose)."""
+        with self._lock:
+            for key, entry in reversed(self._entries.items()):
+                if key[1:] == (source, device, dtype, memory):
+                    return entry
+        return None
+
+    def bytes_on(self, device: str) -> int:
+        with self._lock:
+            return self._bytes_on(device)
+
+    def _bytes_on(self, device: str) -> int:
+        sizes: dict[int, int] = {}
+        for entry in self._entries.values():
+            if entry.device == device:
+                sizes.update(module_bytes(entry.pipe))
+        return sum(sizes.values())
+
+    def put(self, key: tuple, entry: LoadedPipeline, budget: int | None = None) -> list[tuple]:
+        """Add an entry, then drop least recently used ones (never this one) until the device's models fit
+        `budget`. Returns the keys dropped."""
+        budget = budget if budget is not None else self.budget
+        dropped = []
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            for old in list(self._entries):
+                over_count = len(self._entries) > self.max_entries
+                over_bytes = budget is not None and self._bytes_on(entry.device) > budget
+                if old == key or not (over_count or over_bytes):
+                    continue
+                if over_count or self._entries[old].device == entry.device:
+                    del self._entries[old]
+                    dropped.append(old)
+        if dropped and entry.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        return dropped
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._entries)
 
     def clear(self) -> None:
         with self._lock:
@@ -167,51 +252,172 @@ class PipelineCache:
 CACHE = PipelineCache()
 
 
-def load_inpaint_pipeline(model: str, device: torch.device, dtype: torch.dtype) -> LoadedPipeline:
-    """An SD 1.x/2.x or SDXL inpainting pipeline for `model`, 9- or 4-channel, cached."""
-    source = resolve_source(model)
-    key = ("inpaint", source, str(device), str(dtype))
+def choose_memory_mode(requested: str | None, device: torch.device, model_bytes: int, free_bytes: int | None, family: str) -> str:
+    """The low-memory mode: the person's choice, or for "auto" what fits the free graphics memory.
+
+    `working` is a generous allowance for activations and the VAE decode at the model's native size.
+    With enough room nothing is changed (fastest); with less, attention slicing and VAE tiling shrink
+    the activations; with less still, model CPU offload keeps only the running component on the GPU.
+    """
+    if requested and requested != "auto":
+        if requested not in MEMORY_MODES:
+            raise InputError(f"Low-memory mode must be auto, {', '.join(MEMORY_MODES)}; not {requested!r}.")
+        return requested
+    if device.type != "cuda" or free_bytes is None:
+        return "off"
+    working = (4 if family == "sdxl" else 2) * GIB
+    if free_bytes >= model_bytes + working * 1.5:
+        return "off"
+    if free_bytes >= model_bytes + working * 0.5:
+        return "balanced"
+    return "lowest"
+
+
+def _apply_memory_mode(pipe: Any, mode: str, device: torch.device) -> None:
+    if mode in ("balanced", "lowest"):
+        pipe.enable_attention_slicing()
+        if hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+    if mode == "lowest" and device.type != "cpu":
+        pipe.enable_model_cpu_offload(device=device)  # each component moves to the GPU only while it runs
+    else:
+        pipe.to(device)
+
+
+def _auto_class(purpose: str) -> Any:
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    return {"inpaint": AutoPipelineForInpainting, "img2img": AutoPipelineForImage2Image}[purpose]
+
+
+def _family_of(pipe: Any) -> str:
+    return "sdxl" if "XL" in type(pipe).__name__ else "sd"
+
+
+def load_pipeline(
+    purpose: str,
+    model: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory: str | None = None,
+    allow_pickle: tuple[str, ...] = (),
+) -> LoadedPipeline:
+    """An SD 1.x/2.x or SDXL pipeline for `purpose` ("inpaint" or "img2img"), cached.
+
+    Hub models load from the local cache only: downloads go through engines.catalog, which shows
+    progress and can be cancelled. A pipeline of the same model already loaded for another purpose
+    lends its modules (diffusers' from_pipe) instead of loading the weights again.
+    """
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+    source = resolve_source(model, allow_pickle)
+    requested = memory or "auto"
+    key = (purpose, source, str(device), str(dtype), requested)
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    from diffusers import AutoPipelineForInpainting, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
-
-    try:
-        if source.kind == "file":
-            cls = StableDiffusionXLInpaintPipeline if _single_file_is_sdxl(source.location) else StableDiffusionInpaintPipeline
-            pipe = cls.from_single_file(source.location, torch_dtype=dtype, local_files_only=offline())
-        else:
-            # AutoPipeline maps an ordinary text-to-image checkpoint to its inpainting pipeline,
-            # which then blends latents (4-channel UNet) instead of conditioning on the mask.
-            pipe = AutoPipelineForInpainting.from_pretrained(
-                source.location, torch_dtype=dtype, use_safetensors=True, local_files_only=offline() or source.kind == "folder",
-            )
-    except Exception as exc:  # missing files, offline hub, a truncated or corrupt weight file, a wrong config
-        log.info("loading %s failed: %s", source.location, exc)
-        raise ModelUnavailable(unavailable_message(source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
-    if not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
+    sibling = CACHE.sibling(source, str(device), str(dtype), requested)
+    if sibling is not None:
+        pipe = _auto_class(purpose).from_pipe(sibling.pipe)
+        pipe.set_progress_bar_config(disable=True)
+        mode = sibling.memory
+    else:
+        pipe = _load_fresh(purpose, source, dtype)
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+        mode = choose_memory_mode(memory, device, sum(module_bytes(pipe).values()), free, _family_of(pipe))
+        try:
+            _apply_memory_mode(pipe, mode, device)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemory(f"{source.label} does not fit in the graphics memory: set Low-memory mode to lowest in Settings.") from None
+            raise
+    if purpose == "inpaint" and not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
         raise ModelUnavailable(f"{source.label} is a {type(pipe).__name__}; inpainting needs a Stable Diffusion 1.x, 2.x or SDXL model.")
-    if getattr(pipe, "safety_checker", None) is not None:
-        pipe.safety_checker = None  # the editor shows what the person asked for; it does not censor their own photos
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
-    family = "sdxl" if isinstance(pipe, StableDiffusionXLInpaintPipeline) else "sd"
     loaded = LoadedPipeline(
-        pipe=pipe,
-        family=family,
-        native=int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor),
-        unet_channels=int(pipe.unet.config.in_channels),
-        source=source,
+        pipe=pipe, family=_family_of(pipe), native=int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor),
+        unet_channels=int(pipe.unet.config.in_channels), source=source, memory=mode, device=str(device),
     )
-    CACHE.put(key, loaded)
+    CACHE.put(key, loaded, CACHE.budget if CACHE.budget is not None else default_budget(device))
     return loaded
 
 
-def _single_file_is_sdxl(path: str) -> bool:
-    from safetensors import safe_open
+def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
+    try:
+        if source.kind == "file":
+            pipe = _load_single_file(purpose, source, dtype)
+        else:
+            # AutoPipeline maps an ordinary text-to-image checkpoint to the pipeline for `purpose`
+            # (for inpainting: latent blending with a 4-channel UNet).
+            location = source.location
+            if source.kind == "hub":
+                from engines import catalog
 
-    with safe_open(path, framework="pt") as f:
-        return any(k.startswith("conditioner.embedders.1") for k in f.keys())
+                location = str(catalog.installed_path(source.location) or source.location)
+            variant = "fp16" if _has_fp16_weights(Path(location)) else None
+            pipe = _auto_class(purpose).from_pretrained(
+                location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, variant=variant,
+            )
+    except Exception as exc:  # missing files, not downloaded, a truncated or corrupt weight file, a wrong config
+        log.info("loading %s failed: %s", source.location, exc)
+        if source.kind == "hub":
+            raise ModelUnavailable(unavailable_message(source)) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelUnavailable(unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # the editor shows what the person asked for; it does not censor their own photos
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _has_fp16_weights(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*/*.fp16.safetensors"))
+
+
+# Architectures of single-file checkpoints, told apart by a key only that architecture has,
+# mapped to the preset whose configuration (model_index.json and component configs) fits them.
+SINGLE_FILE_PRESETS = {
+    "sdxl": "sdxl-inpaint",
+    "sd2": "sd2-inpaint",
+    "sd15": "sd15-inpaint",
+}
+
+
+def single_file_architecture(keys: set[str]) -> str:
+    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):  # OpenCLIP text encoder
+        return "sd2"
+    return "sd15"
+
+
+def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
+    """A single checkpoint file, with its configuration taken from the matching preset: from the
+    preset's installed copy when there is one (works offline), else its configs from the hub."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from engines import catalog
+
+    path = Path(source.location)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    else:  # an allowed pickle file; weights_only refuses anything but tensors and plain containers
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        keys = set(state.get("state_dict", state))
+    architecture = single_file_architecture(keys)
+    preset = catalog.preset(SINGLE_FILE_PRESETS[architecture])
+    config = str(catalog.installed_path(preset.hub_id) or preset.hub_id)
+    sdxl = architecture == "sdxl"
+    if purpose == "inpaint":
+        cls = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
+    else:
+        cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=offline())
+    if purpose != "inpaint":
+        pipe = _auto_class(purpose).from_pipe(pipe)
+    return pipe
 
 
 # ---- schedulers -------------------------------------------------------------------------------

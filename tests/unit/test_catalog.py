@@ -71,7 +71,7 @@ def test_download_reports_byte_progress_and_installs(hub):
     from engines import models
     import torch
 
-    assert models.load_inpaint_pipeline(str(path), torch.device("cpu"), torch.float32).unet_channels == 9
+    assert models.load_pipeline("inpaint", str(path), torch.device("cpu"), torch.float32).unet_channels == 9
 
 
 def test_cancel_stops_mid_file_and_the_next_download_resumes(hub):

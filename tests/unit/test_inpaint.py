@@ -105,7 +105,7 @@ def test_cancel_before_start_does_no_work(engine, model_dir, photo):
 def engine_unet(folder):
     from engines import models
 
-    return models.load_inpaint_pipeline(str(folder), torch.device("cpu"), torch.float32).pipe.unet
+    return models.load_pipeline("inpaint", str(folder), torch.device("cpu"), torch.float32).pipe.unet
 
 
 def count_calls(module):

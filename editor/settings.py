@@ -1,0 +1,151 @@
+"""Settings (JSON with a schema version, in the platformdirs config folder) and logging (rotating
+files in the platformdirs log folder). No Qt here: both are plain files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import logging.handlers
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP = "sandcastle"
+SCHEMA = 2
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "schema": SCHEMA,
+    "device": "auto",  # auto, cuda, mps, cpu
+    "precision": "auto",  # auto, float16, bfloat16, float32
+    "memory": "auto",  # low-memory mode: auto, off, balanced, lowest
+    "task_models": {},  # task → preset id, hub id, or a local folder / .safetensors file
+    "local_models": [],  # [{"path", "architecture", "title"}] added by the person
+    "pickle_allowed": [],  # pickle-based files the person explicitly allowed, loaded with weights_only
+    "asked_downloads": [],  # hub ids whose size and licence the person has already agreed to
+    "hub_endpoint": "",  # a hub mirror; empty = huggingface.co
+}
+
+CHOICES = {
+    "device": ("auto", "cuda", "mps", "cpu"),
+    "precision": ("auto", "float16", "bfloat16", "float32"),
+    "memory": ("auto", "off", "balanced", "lowest"),
+}
+
+
+def config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "settings.json"
+
+
+def log_folder() -> Path:
+    return Path(platformdirs.user_log_dir(APP))
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring settings of any earlier schema up to the current one.
+
+    Schema 1 (the first drafts) had `version: 1`, one `model` for everything, `fp16` and `low_vram`
+    flags; schema 2 chooses a model per task, a precision and a low-memory mode.
+    """
+    data = copy.deepcopy(data)
+    schema = data.pop("schema", data.pop("version", 1))
+    if schema == 1:
+        model = data.pop("model", None)
+        if model:
+            data.setdefault("task_models", {})["inpaint"] = model
+        if data.pop("fp16", False):
+            data["precision"] = "float16"
+        if data.pop("low_vram", False):
+            data["memory"] = "lowest"
+        schema = 2
+    if schema != SCHEMA:
+        raise ValueError(f"settings schema {schema} is newer than this Sandcastle understands ({SCHEMA})")
+    merged = copy.deepcopy(DEFAULTS)
+    merged.update({k: v for k, v in data.items() if k in DEFAULTS})
+    for key, allowed in CHOICES.items():
+        if merged[key] not in allowed:
+            merged[key] = DEFAULTS[key]
+    merged["schema"] = SCHEMA
+    return merged
+
+
+class Settings:
+    """The person's settings; `save` writes them atomically."""
+
+    def __init__(self, data: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self.data = migrate(data) if data is not None else copy.deepcopy(DEFAULTS)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "Settings":
+        """Read settings; a missing file gives the defaults, an unreadable one is kept aside as
+        settings.json.broken-<time> and the defaults are used, so a bad file never stops the app."""
+        path = path or config_path()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            return cls(raw, path)
+        except FileNotFoundError:
+            return cls(None, path)
+        except (ValueError, OSError) as exc:
+            aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
+            log.warning("settings file %s could not be used (%s); kept as %s, using defaults", path, exc, aside.name)
+            try:
+                path.replace(aside)
+            except OSError:
+                pass
+            return cls(None, path)
+
+    def save(self) -> None:
+        path = self.path or config_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.data, f, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"{key} must be one of {CHOICES[key]}")
+        self.data[key] = value
+
+    def model_for(self, task: str) -> str | None:
+        return self.data["task_models"].get(task)
+
+    def set_model_for(self, task: str, model: str | None) -> None:
+        if model:
+            self.data["task_models"][task] = model
+        else:
+            self.data["task_models"].pop(task, None)
+
+    def resolved(self, key: str) -> str | None:
+        """A device/precision/memory choice for the engines: None where it is "auto"."""
+        value = self.data[key]
+        return None if value == "auto" else value
+
+
+def setup_logging(folder: Path | None = None, level: int = logging.INFO) -> Path:
+    """Log to a rotating file (1 MB × 5) in the log folder and to stderr. Returns the file's path."""
+    folder = folder or log_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sandcastle.log"
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.handlers.RotatingFileHandler) and Path(h.baseFilename) == path for h in root.handlers):
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=5, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        root.addHandler(logging.StreamHandler())
+    root.setLevel(level)
+    return path
