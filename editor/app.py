@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Callable
 
 from PySide6.QtWidgets import QApplication
 
+from editor.settings import setup_logging
 from editor.window import MainWindow
 
 
@@ -19,7 +19,7 @@ def create_main_window(image: str | None = None, model: str | None = None, demo:
 
 
 def run_app(argv: list[str], build: Callable[[list[str]], MainWindow]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     app.setApplicationName("Sandcastle")
     app.setOrganizationName("Sandcastle")

@@ -12,10 +12,11 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMe
 
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
 from editor.document import Document
-from editor.jobs import JobRunner
+from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_bytes
 from editor.panel import GeneratePanel
+from editor.settings import Settings, log_folder
 from engines import registry
-from engines.api import Request, Result, SandcastleError, Task
+from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, device_summary, is_offline, model_status
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,13 @@ SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, model: str | None = None, demo: bool = False) -> None:
+    def __init__(self, model: str | None = None, demo: bool = False, settings: Settings | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model = model  # from the command line (or --demo): wins over the per-task choice in Models
         self.demo = demo
+        self.settings = settings or Settings.load()
+        self.downloads = DownloadRunner(self)
+        self._generate_after_download: str | None = None
         self.document = Document(self)
         self.canvas = CanvasView(self.document)
         self.panel = GeneratePanel(registry.available())
@@ -54,7 +58,12 @@ class MainWindow(QMainWindow):
         self.panel.generateRequested.connect(self.generate)
         self.panel.cancelRequested.connect(self.cancel)
         self.panel.taskChanged.connect(self._load_engine)
-        self.runner.busyChanged.connect(self.panel.set_busy)
+        self.runner.busyChanged.connect(self._refresh_busy)
+        self.downloads.busyChanged.connect(self._refresh_busy)
+        self.downloads.progress.connect(self._on_download_progress)
+        self.downloads.finished.connect(self._on_download_finished)
+        self.downloads.failed.connect(self._on_download_failed)
+        self.downloads.cancelled.connect(self._on_download_cancelled)
         self.runner.preview.connect(self._on_preview)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(self._on_failed)
@@ -110,6 +119,10 @@ class MainWindow(QMainWindow):
         edit_menu.addAction(self.generate_action)
         edit_menu.addAction(self.cancel_action)
 
+        tools_menu = self.menuBar().addMenu("&Tools")
+        tools_menu.addAction(self._action("&Models…", self.open_models, "Ctrl+Shift+M", "Download, add and choose models"))
+        tools_menu.addAction(self._action("&Settings…", self.open_settings, QKeySequence.Preferences, "Device, precision, memory"))
+
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self._action("Zoom &in", lambda: self.canvas.zoom_by(1), QKeySequence.ZoomIn))
         view_menu.addAction(self._action("Zoom &out", lambda: self.canvas.zoom_by(-1), QKeySequence.ZoomOut))
@@ -121,6 +134,9 @@ class MainWindow(QMainWindow):
         self.show_mask_action.setChecked(True)
         self.canvas.maskVisibleChanged.connect(self.show_mask_action.setChecked)
         view_menu.addAction(self.show_mask_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("Open &log folder", self.open_log_folder, tip="Where Sandcastle writes its logs"))
 
         tools = QToolBar("Tools", objectName="tools")
         tools.setMovable(False)
@@ -161,6 +177,9 @@ class MainWindow(QMainWindow):
     def _build_status(self) -> None:
         self.status_size = QLabel()
         self.status_zoom = QLabel()
+        self.status_device = QLabel(objectName="statusDevice")
+        self.status_device.setToolTip("Device, precision and (on a graphics card) memory in use")
+        self.statusBar().addPermanentWidget(self.status_device)
         self.statusBar().addPermanentWidget(self.status_size)
         self.statusBar().addPermanentWidget(self.status_zoom)
 
@@ -249,8 +268,99 @@ class MainWindow(QMainWindow):
         if not self.confirm_discard():
             event.ignore()
             return
+        self.downloads.shutdown()
         self.runner.shutdown()
         event.accept()
+
+    # ---- models and settings -------------------------------------------------------------------
+
+    def open_models(self) -> None:
+        from editor.models_dialog import ModelsDialog
+
+        ModelsDialog(self.settings, self.downloads, self).exec()
+
+    def open_settings(self) -> None:
+        from editor.settings_dialog import SettingsDialog
+
+        if SettingsDialog(self.settings, self).exec():
+            self._update_device_status()
+
+    def open_log_folder(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        folder = log_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def _update_device_status(self) -> None:
+        self.status_device.setText(device_summary(self.settings.resolved("device"), self.settings.resolved("precision")))
+
+    def model_for(self, task: str) -> str:
+        return self.model or self.settings.model_for(task) or default_model(task)
+
+    def ensure_model(self, task: str) -> bool:
+        """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
+        with size and licence) starts downloading it; Generate then continues by itself."""
+        try:
+            status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))
+        except SandcastleError as exc:
+            self.show_error(str(exc))
+            return False
+        if status.installed:
+            return True
+        if is_offline():
+            self.show_error(
+                f"{status.title} is not on this computer and Sandcastle is offline. On a connected machine run "
+                f"huggingface-cli download {status.location} and copy the Hugging Face cache (~/.cache/huggingface) here, "
+                "or choose a local copy in Tools → Models."
+            )
+            return False
+        if status.location not in self.settings["asked_downloads"]:
+            if not self.ask_download(status):
+                self.show_error(f"{status.title} is needed to {task}; download it in Tools → Models when you are ready.")
+                return False
+            self.settings["asked_downloads"] = self.settings["asked_downloads"] + [status.location]
+            self.settings.save()
+        self._generate_after_download = status.location
+        self.downloads.start(status.location, status.components, self.settings["hub_endpoint"])
+        return False
+
+    def ask_download(self, status: ModelStatus) -> bool:
+        size = human_bytes(status.download_bytes) if status.download_bytes else "unknown size"
+        answer = QMessageBox.question(
+            self, "Download a model",
+            f"{status.title} is needed for this and is not on this computer yet.\n\nDownload: about {size}\n"
+            f"Licence: {status.licence or 'see the model page'}\nFrom: huggingface.co/{status.location}\n\n"
+            "It is saved in the Hugging Face cache and works offline afterwards. Download it now?",
+            QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Yes,
+        )
+        return answer == QMessageBox.Yes
+
+    def _refresh_busy(self, *_) -> None:
+        self.panel.set_busy(self.runner.busy or self.downloads.busy)
+
+    def _on_download_progress(self, hub_id: str, progress: object) -> None:
+        self.panel.progress.setRange(0, 1000)
+        self.panel.progress.setValue(int(1000 * progress.done_bytes / max(1, progress.total_bytes)))
+        self.panel.progress.setFormat(describe_progress(hub_id.split("/")[-1], progress))
+
+    def _on_download_finished(self, hub_id: str, path: str) -> None:
+        self.statusBar().showMessage(f"Downloaded {hub_id}", 6000)
+        self.panel.show_done("Downloaded")
+        if self._generate_after_download == hub_id:
+            self._generate_after_download = None
+            self.generate()  # the Generate that asked for the model goes on
+
+    def _on_download_failed(self, hub_id: str, message: str) -> None:
+        self._generate_after_download = None
+        self.panel.show_done("Download failed")
+        self.show_error(message)
+
+    def _on_download_cancelled(self, hub_id: str) -> None:
+        self._generate_after_download = None
+        self.panel.show_done("Download cancelled")
+        self.statusBar().showMessage(f"Download of {hub_id} cancelled; it resumes where it stopped next time.", 6000)
 
     def show_error(self, text: str) -> None:
         self.panel.show_message(text, error=True)
@@ -269,6 +379,7 @@ class MainWindow(QMainWindow):
 
     def _on_engine_ready(self, task: str, engine: object) -> None:
         self.engines[task] = engine
+        self._update_device_status()  # torch is imported by now, so this is cheap
         if task == self.panel.current_task():
             self.panel.set_engine_spec(engine.spec)
 
@@ -284,13 +395,17 @@ class MainWindow(QMainWindow):
             strength=p.strength.value(),
             steps=p.steps.value(),
             seed=p.seed.value(),
-            model=self.model,
+            model=self.model_for(p.current_task()),
+            device=self.settings.resolved("device"),
+            dtype=self.settings.resolved("precision"),
+            memory=self.settings.resolved("memory"),
+            allow_pickle=tuple(self.settings["pickle_allowed"]),
             params=p.params(),
             job_id=job_id,
         )
 
     def generate(self) -> None:
-        if self.runner.busy:
+        if self.runner.busy or self.downloads.busy:
             return  # one job at a time; the button is disabled too
         engine = self.engines.get(self.panel.current_task())
         if engine is None:
@@ -305,6 +420,8 @@ class MainWindow(QMainWindow):
         except SandcastleError as exc:
             self.show_error(str(exc))
             return
+        if not self.ensure_model(request.task.value):
+            return
         self._job_version = self.document.version
         self._job_steps = 0
         self._job_prompt = request.prompt
@@ -314,6 +431,8 @@ class MainWindow(QMainWindow):
         if self.runner.busy:
             self.runner.cancel()
             self.panel.progress.setFormat("Cancelling…")
+        elif self.downloads.busy:
+            self.downloads.cancel()
 
     def _on_preview(self, job_id: int, step: int, total: int, image: QImage, box: tuple, seconds: float) -> None:
         self._job_steps += 1
@@ -332,6 +451,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
         self.panel.show_done(f"Done in {result.seconds:.1f} s")
         self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
+        self._update_device_status()
 
     def _on_failed(self, job_id: int, message: str) -> None:
         self.canvas.clear_preview()

@@ -227,3 +227,88 @@ def save_image(path: str, image: np.ndarray) -> None:
     from engines import imaging
 
     imaging.save_image(path, image)
+
+
+# ---- models: what the editor may know and do about them ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str  # what the person chose: a preset id, hub id, folder or file
+    kind: str  # "hub", "folder" or "file"
+    location: str  # hub id or path
+    installed: bool
+    path: str | None  # where it is on disk, when installed
+    disk_bytes: int
+    title: str = ""
+    licence: str = ""
+    download_bytes: int = 0  # the preset's estimate, for models not yet downloaded
+    components: tuple[str, ...] = ()
+
+
+def model_presets() -> list:
+    """The presets of resources/models.json (engines.catalog.Preset objects)."""
+    from engines import catalog
+
+    return catalog.presets()
+
+
+def default_model(task: str) -> str:
+    """The preset id used for `task` when the person chose nothing."""
+    from engines import catalog
+
+    return catalog.default_preset(task).id
+
+
+def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
+    """Where a model is and whether it is ready to load. Raises ModelUnavailable for bad paths."""
+    from pathlib import Path
+
+    from engines import catalog, models
+
+    source = models.resolve_source(name, allow_pickle)
+    preset = next((p for p in catalog.presets() if source.location in (p.hub_id, p.id)), None)
+    if source.kind == "hub":
+        path = catalog.installed_path(source.location)
+        return ModelStatus(name, "hub", source.location, path is not None, str(path) if path else None, catalog.disk_bytes(path),
+                           preset.title if preset else source.location, preset.licence if preset else "",
+                           preset.download_bytes if preset else 0, preset.components if preset else ())
+    path = Path(source.location)
+    return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
+
+
+def download_model(hub_id: str, components: tuple[str, ...], on_progress, cancel: CancelToken, endpoint: str | None = None) -> str:
+    """Download a hub model with byte progress; Cancelled leaves a partial file that the next call resumes."""
+    from engines import catalog
+
+    return str(catalog.download(hub_id, components, on_progress, cancel, endpoint or None))
+
+
+def delete_model(hub_id: str) -> int:
+    from engines import catalog
+
+    return catalog.delete(hub_id)
+
+
+def is_offline() -> bool:
+    from engines import models
+
+    return models.offline()
+
+
+def device_summary(device: str | None = None, dtype: str | None = None) -> str:
+    """One line for the status bar: the device, its precision and, on a GPU, the memory in use."""
+    from engines import models
+
+    try:
+        dev = models.pick_device(device)
+        precision = str(models.pick_dtype(dev, dtype)).replace("torch.", "")
+    except InputError as exc:
+        return str(exc)
+    if dev.type == "cuda":
+        import torch
+
+        used = torch.cuda.memory_allocated(dev) / 1024**3
+        total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
+        return f"{torch.cuda.get_device_name(dev)} · {precision} · {used:.1f}/{total:.0f} GB"
+    return f"{dev.type.upper()} · {precision}"

@@ -27,6 +27,7 @@ from engines import models  # sets the hub timeouts before huggingface_hub is im
 from engines.api import CancelToken, Cancelled, InputError, ModelUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors",)
+UNUSED_COMPONENTS = {"safety_checker", "feature_extractor"}
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx")
 
 
@@ -216,6 +217,10 @@ def plan(hub_id: str, components: tuple[str, ...] = (), endpoint: str | None = N
     except Exception as exc:
         raise _hub_error(hub_id, exc) from None
     by_path = {e.path: e for e in entries}
+    if not components and "model_index.json" in by_path:
+        # A diffusers repository that is not a preset: fetch every component folder except the ones
+        # Sandcastle never uses (the safety checker and its image processor).
+        components = tuple(sorted({p.split("/")[0] for p in by_path if "/" in p} - UNUSED_COMPONENTS))
     chosen = wanted(list(by_path), components)
     if not any(f.endswith(WEIGHT_SUFFIXES) for f in chosen):
         raise ModelUnavailable(f"{hub_id} has no .safetensors weights; Sandcastle does not download pickle-based files.")

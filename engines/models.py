@@ -7,6 +7,7 @@ Weights are read from safetensors only; pickle-based files are refused.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -356,6 +357,7 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
             variant = "fp16" if _has_fp16_weights(Path(location)) else None
             pipe = _auto_class(purpose).from_pretrained(
                 location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, variant=variant,
+                **_absent_components(Path(location)),
             )
     except Exception as exc:  # missing files, not downloaded, a truncated or corrupt weight file, a wrong config
         log.info("loading %s failed: %s", source.location, exc)
@@ -367,6 +369,22 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
         pipe.safety_checker = None  # the editor shows what the person asked for; it does not censor their own photos
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _absent_components(folder: Path) -> dict[str, Any]:
+    """None for each component model_index.json lists but the folder lacks (the safety checker and its
+    image processor are never downloaded), so diffusers builds the pipeline without them."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    absent: dict[str, Any] = {
+        name: None for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value and value[0] is not None and not (folder / name).is_dir()
+    }
+    if absent.get("safety_checker", 0) is None and "requires_safety_checker" in index:
+        absent["requires_safety_checker"] = False
+    return absent
 
 
 def _has_fp16_weights(folder: Path) -> bool:

@@ -133,6 +133,14 @@ def write_model(folder: str | Path, kind: str, size: str = "tiny", seed: int = 0
     """Build a random-weight pipeline and save it as a diffusers folder (safetensors). Returns the folder."""
     folder = Path(folder)
     build_pipeline(kind, size, seed).save_pretrained(str(folder), safe_serialization=True)
+    if not kind.startswith("sdxl"):
+        # Like the real SD repositories: the index names a safety checker and its image processor,
+        # whose folders Sandcastle never downloads, so loading must cope with their absence.
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                     feature_extractor=["transformers", "CLIPImageProcessor"], requires_safety_checker=True)
+        index_path.write_text(json.dumps(index, indent=2))
     return folder
 
 

@@ -68,3 +68,21 @@ def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
     channels = [127 + 100 * np.sin(2 * np.pi * (rng.uniform(1, 6) * xx + rng.uniform(1, 6) * yy + rng.uniform())) for _ in range(3)]
     noise = rng.normal(0, 6, (height, width, 3))
     return np.clip(np.stack(channels, -1) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def hub(model_dir, monkeypatch, tmp_path):
+    """A local Hugging Face hub serving the tiny inpainting model as "tiny/inpaint", with the client
+    online and an empty cache of its own."""
+    import huggingface_hub.constants
+
+    from tests.hubserver import Hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite starts offline
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    server = Hub()
+    server.add_folder("tiny/inpaint", model_dir("inpaint"))
+    server.start()
+    yield server
+    server.stop()

@@ -3,6 +3,12 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch, tmp_path):
+    """Each test starts with no settings file of its own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
 @pytest.fixture
 def window(qtbot, model_dir, tmp_path, photo):
     """The real main window built by main.build, with a picture loaded and the engine ready."""
@@ -19,6 +25,7 @@ def window(qtbot, model_dir, tmp_path, photo):
     win.panel.steps.setValue(4)
     yield win
     win.runner.shutdown()
+    win.downloads.shutdown()
 
 
 def pixmap_array(pixmap):

@@ -8,25 +8,10 @@ import pytest
 
 from engines import catalog
 from engines.api import CancelToken, Cancelled, ModelUnavailable
-from tests.hubserver import Hub
 
 REPO = "tiny/inpaint"
 PARTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae")
 UNET = "unet/diffusion_pytorch_model.safetensors"
-
-
-@pytest.fixture
-def hub(model_dir, monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite starts offline
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    server = Hub()
-    server.add_folder(REPO, model_dir("inpaint"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def fetch(hub, **kw):

@@ -1,0 +1,170 @@
+"""First run and the Models dialog, against a local hub (tests/hubserver.py)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import Qt
+
+from engines import catalog
+from tests.qt.conftest import paint_stroke
+
+
+@pytest.fixture
+def fresh_window(qtbot, tmp_path, photo):
+    """The window as a new user sees it: no --model, no settings."""
+    import main
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    win = main.build([str(path)])
+    win.confirm_discard = lambda: True
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.panel.generate.isEnabled(), timeout=60000)
+    win.panel.steps.setValue(3)
+    yield win
+    win.downloads.shutdown()
+    win.runner.shutdown()
+
+
+def test_first_generate_asks_once_downloads_with_progress_then_generates(qtbot, fresh_window, hub, photo):
+    win = fresh_window
+    win.settings.set_model_for("inpaint", "tiny/inpaint")
+    win.settings["hub_endpoint"] = hub.url
+    asked, formats = [], []
+    win.ask_download = lambda status: asked.append((status.title, status.location)) or True
+    win.downloads.progress.connect(lambda *a: formats.append(win.panel.progress.format()))
+    paint_stroke(qtbot, win, [(200, 200), (260, 220)])
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
+    assert asked == [("tiny/inpaint", "tiny/inpaint")]
+    assert formats and formats[-1].startswith("Downloading inpaint:") and "/s" in formats[-1]
+    assert catalog.installed_path("tiny/inpaint") is not None
+    assert not np.array_equal(win.document.image, photo)  # the job went on to a result
+    assert win.document.undo_stack.count() == 2
+
+    catalog.delete("tiny/inpaint")
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        win.generate()
+    assert len(asked) == 1  # asked once: the second download starts without a question
+
+
+def test_declining_the_download_changes_nothing(qtbot, fresh_window, hub, photo):
+    win = fresh_window
+    win.settings.set_model_for("inpaint", "tiny/inpaint")
+    win.settings["hub_endpoint"] = hub.url
+    win.ask_download = lambda status: False
+    paint_stroke(qtbot, win, [(200, 200), (260, 220)])
+    win.generate()
+    assert not win.downloads.busy and not win.runner.busy
+    assert "download it in Tools → Models" in win.panel.message.text()
+    assert hub.requests == []
+
+
+def test_offline_says_which_model_and_how_to_install_it(qtbot, fresh_window):
+    win = fresh_window  # the suite runs with HF_HUB_OFFLINE=1
+    paint_stroke(qtbot, win, [(200, 200), (260, 220)])
+    win.generate()
+    text = win.panel.message.text()
+    assert "Stable Diffusion 1.5 Inpainting" in text and "offline" in text
+    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-inpainting" in text
+    assert not win.runner.busy and not win.downloads.busy
+
+
+def test_cancel_during_the_download_stops_it(qtbot, fresh_window, hub):
+    win = fresh_window
+    hub.delay = 0.02
+    win.settings.set_model_for("inpaint", "tiny/inpaint")
+    win.settings["hub_endpoint"] = hub.url
+    win.ask_download = lambda status: True
+    paint_stroke(qtbot, win, [(200, 200), (260, 220)])
+    win.downloads.progress.connect(lambda hub_id, p: p.done_bytes > 1_000_000 and qtbot.mouseClick(win.panel.cancel, Qt.LeftButton))
+    with qtbot.waitSignal(win.downloads.cancelled, timeout=60000):
+        win.generate()
+    assert not win.runner.busy and catalog.installed_path("tiny/inpaint") is None
+    assert win.panel.progress.format() == "Download cancelled" and win.panel.generate.isEnabled()
+
+
+def test_models_dialog_lists_presets_adds_local_models_and_chooses_per_task(qtbot, fresh_window, model_dir, tmp_path, monkeypatch):
+    from editor.models_dialog import ModelsDialog
+
+    win = fresh_window
+    dialog = ModelsDialog(win.settings, win.downloads, win)
+    qtbot.addWidget(dialog)
+    titles = [dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount())]
+    assert "Stable Diffusion 1.5 Inpainting" in titles and "DiffAE FFHQ-256 (faces)" in titles
+    dialog.select("sd15-inpaint")
+    assert dialog.table.item(dialog.table.currentRow(), 2).text() == "Not installed"
+    assert "about 2.1 GB" in dialog.table.item(dialog.table.currentRow(), 3).text()
+    assert "CreativeML OpenRAIL-M" in dialog.about.text()
+    dialog.select("diffae-ffhq256")
+    assert "convert-diffae" in dialog.about.text() and not dialog.download_button.isEnabled()
+
+    folder = str(model_dir("inpaint"))
+    assert dialog.add_local(folder)
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 2).text() == "Installed" and dialog.table.item(row, 4).text() == folder
+    combo = dialog.task_combos["inpaint"]
+    combo.setCurrentIndex(combo.findData(folder))
+    assert win.settings.model_for("inpaint") == folder
+    assert win.model_for("inpaint") == folder
+
+    import torch
+
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}}, ckpt)
+    monkeypatch.setattr(dialog, "confirm", lambda text: "pickle" in text and False)
+    assert not dialog.add_local(str(ckpt))  # refused: nothing allowed, nothing added
+    assert win.settings["pickle_allowed"] == []
+    monkeypatch.setattr(dialog, "confirm", lambda text: True)
+    assert dialog.add_local(str(ckpt))
+    assert win.settings["pickle_allowed"] == [str(ckpt.resolve())]
+
+    from editor.settings import Settings
+
+    saved = Settings.load()
+    assert saved.model_for("inpaint") == folder and len(saved["local_models"]) == 2
+
+
+def test_models_dialog_downloads_and_deletes(qtbot, fresh_window, hub, monkeypatch):
+    from editor.models_dialog import ModelsDialog
+
+    win = fresh_window
+    win.settings["hub_endpoint"] = hub.url
+    dialog = ModelsDialog(win.settings, win.downloads, win)
+    qtbot.addWidget(dialog)
+    monkeypatch.setattr(dialog, "_rows", dialog._rows + [{"name": "tiny/inpaint", "title": "Tiny", "tasks": "inpaint", "hub_id": "tiny/inpaint",
+                                                         "components": ("scheduler", "text_encoder", "tokenizer", "unet", "vae"),
+                                                         "licence": "MIT", "estimate": 4_000_000, "about": "", "manual": ""}])
+    monkeypatch.setattr(dialog, "rows", lambda: dialog._rows)
+    dialog.refresh()
+    dialog.select("tiny/inpaint")
+    formats = []
+    win.downloads.progress.connect(lambda *a: formats.append(dialog.progress.format()))
+    with qtbot.waitSignal(win.downloads.finished, timeout=60000):
+        qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+    assert formats and "Downloading tiny/inpaint" in formats[-1]
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 2).text() == "Installed"
+    monkeypatch.setattr(dialog, "confirm", lambda text: True)
+    dialog.delete_selected()
+    assert dialog.table.item(dialog.table.currentRow(), 2).text() == "Not installed"
+    assert "freeing" in dialog.message.text()
+
+
+def test_status_bar_shows_device_and_precision(fresh_window):
+    assert fresh_window.status_device.text() == "CPU · float32"
+
+
+def test_settings_dialog_saves(qtbot, fresh_window):
+    from editor.settings import Settings
+    from editor.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(fresh_window.settings, fresh_window)
+    qtbot.addWidget(dialog)
+    dialog.combos["precision"].setCurrentText("bfloat16")
+    dialog.combos["memory"].setCurrentText("balanced")
+    dialog.save()
+    saved = Settings.load()
+    assert saved["precision"] == "bfloat16" and saved["memory"] == "balanced"
+    assert fresh_window.build_request(1).memory == "balanced" and fresh_window.build_request(1).dtype == "bfloat16"
