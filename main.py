@@ -11,6 +11,7 @@ Exit codes of `run`: 0 success, 2 bad input (one line on stderr), 3 model unavai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def run_headless(argv: list[str]) -> int:
             device=args.device, dtype=args.dtype, params=dict(parse_param(t, engine.spec) for t in args.param),
         )
         engine.check(request)
+        fetch_if_missing(request.model or engine.spec.default_model, request.allow_pickle)
         previews = Path(args.previews) if args.previews else None
         if previews:
             previews.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,29 @@ def run_headless(argv: list[str]) -> int:
     except SandcastleError as exc:
         print(f"sandcastle: {exc}", file=sys.stderr)
         return 1
+
+
+def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
+    """Download a hub model that is not on this computer yet, with progress on stderr (the person
+    named it on the command line, which is consent). Offline, this raises ModelUnavailable."""
+    from engines.api import CancelToken, ModelUnavailable, download_model, is_offline, model_status
+
+    status = model_status(model, allow_pickle)
+    if status.installed:
+        return
+    if is_offline():
+        from engines import models
+
+        raise ModelUnavailable(models.unavailable_message(models.ModelSource("hub", status.location)))
+    print(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})", file=sys.stderr)
+    last = [0.0]
+
+    def show(p) -> None:
+        if p.done_bytes == p.total_bytes or p.done_bytes - last[0] >= 0.02 * p.total_bytes:
+            last[0] = p.done_bytes
+            print(f"  {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  {p.bytes_per_second / 1e6:.1f} MB/s", file=sys.stderr, flush=True)
+
+    download_model(status.location, status.components, show, CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
 
 def write_demo_model(argv: list[str]) -> int:

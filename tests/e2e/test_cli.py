@@ -89,3 +89,22 @@ def test_unknown_task_and_missing_model(files):
     assert done.returncode == 2 and "Unknown task" in done.stderr
     done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--model", files / "absent", "--out", files / "x.png")
     assert done.returncode == 3 and "no model folder" in done.stderr
+
+
+def test_a_missing_hub_model_is_downloaded_with_progress_then_used(files, hub, tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "SANDCASTLE_HUB_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", "inpaint", "--image", str(files / "photo.png"), "--mask",
+                           str(files / "mask.png"), "--model", "tiny/inpaint", "--steps", "2", "--out", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "downloading tiny/inpaint" in done.stderr and " MB/s" in done.stderr
+    assert (tmp_path / "o.png").is_file()
+
+
+def test_offline_hub_model_exits_3_naming_it(files):
+    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--out", files / "x.png")
+    assert done.returncode == 3
+    line = done.stderr.strip().splitlines()[-1]
+    assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in line and "offline" in line
