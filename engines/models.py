@@ -432,7 +432,10 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
         cls = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
     else:
         cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
-    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=offline())
+    absent = _absent_components(Path(config)) if Path(config).is_dir() else {}
+    if not sdxl:
+        absent.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=offline(), **absent)
     if purpose != "inpaint":
         pipe = _auto_class(purpose).from_pipe(pipe)
     return pipe

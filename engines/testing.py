@@ -153,3 +153,95 @@ def write_taesd(folder: str | Path, seed: int = 0) -> Path:
     AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
                     num_decoder_blocks=(1, 1, 1, 1), latent_channels=4).save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+# ---- single-file checkpoints ------------------------------------------------------------------
+
+
+def _ldm_unet_keys(config: dict) -> list[tuple[str, str]]:
+    """(diffusers prefix, original-SD prefix) pairs for a UNet of any depth, in the original
+    Stable Diffusion layout: input_blocks / middle_block / output_blocks numbered as its code does."""
+    pairs = []
+    per = config["layers_per_block"] + 1
+    blocks = len(config["block_out_channels"])
+    for i, kind in enumerate(config["down_block_types"]):
+        for j in range(config["layers_per_block"]):
+            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{per * i + j + 1}.0."))
+            if kind.startswith("CrossAttn"):
+                pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{per * i + j + 1}.1."))
+        if i < blocks - 1:
+            pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{per * (i + 1)}.0.op."))
+    for i, kind in enumerate(config["up_block_types"]):
+        attention = kind.startswith("CrossAttn")
+        for j in range(per):
+            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{per * i + j}.0."))
+            if attention:
+                pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{per * i + j}.1."))
+        if i < blocks - 1:
+            pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{per * i + per - 1}.{2 if attention else 1}."))
+    pairs += [("mid_block.resnets.0.", "middle_block.0."), ("mid_block.attentions.0.", "middle_block.1."), ("mid_block.resnets.1.", "middle_block.2.")]
+    return pairs
+
+
+_UNET_TOP = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.", "conv_in.": "input_blocks.0.0.",
+             "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "norm2.": "out_layers.0.", "conv2.": "out_layers.3.",
+           "time_emb_proj.": "emb_layers.1.", "conv_shortcut.": "skip_connection."}
+
+
+def _to_ldm_unet(state: dict, config: dict) -> dict:
+    out = {}
+    pairs = _ldm_unet_keys(config)
+    for key, value in state.items():
+        new = next((key.replace(a, b, 1) for a, b in _UNET_TOP.items() if key.startswith(a)), None)
+        if new is None:
+            prefix, ldm = next((a, b) for a, b in pairs if key.startswith(a))
+            rest = key[len(prefix):]
+            if ".resnets." in prefix:
+                rest = next((rest.replace(a, b, 1) for a, b in _RESNET.items() if rest.startswith(a)), rest)
+            new = ldm + rest
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _to_ldm_vae(state: dict, config: dict) -> dict:
+    out = {}
+    blocks = len(config["block_out_channels"])
+    attention = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
+    for key, value in state.items():
+        new = key.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
+        for part in ("encoder", "decoder"):
+            for i in range(blocks):
+                up = blocks - 1 - i  # the original numbers decoder blocks from the bottom
+                new = new.replace(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.")
+                new = new.replace(f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+                new = new.replace(f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{up}.block.")
+                new = new.replace(f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{up}.upsample.")
+            new = new.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.").replace(f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.")
+        if ".mid_block.attentions.0." in new:
+            new = new.replace(".mid_block.attentions.0.", ".mid.attn_1.")
+            head, _, tail = new.partition(".mid.attn_1.")
+            tail = next((tail.replace(a, b, 1) for a, b in attention.items() if tail.startswith(a)), tail)
+            new = f"{head}.mid.attn_1.{tail}"
+            if value.ndim == 2:  # linear in diffusers, 1×1 convolution in the original
+                value = value.reshape(*value.shape, 1, 1)
+        out["first_stage_model." + new] = value
+    return out
+
+
+def write_single_file(model_folder: str | Path, out: str | Path) -> Path:
+    """Write an SD 1.x diffusers folder (from write_model) as one original-layout .safetensors
+    checkpoint, the format people download from model sites, to test single-file loading."""
+    from safetensors.torch import load_file, save_file
+
+    folder, out = Path(model_folder), Path(out)
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    state = {}
+    state.update(_to_ldm_unet(load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")), unet_config))
+    state.update(_to_ldm_vae(load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")), vae_config))
+    text = load_file(str(folder / "text_encoder" / "model.safetensors"))
+    # The original layout names CLIP's weights text_model.*; transformers 5 saves them without that prefix.
+    state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in text.items()})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    return out
