@@ -9,20 +9,26 @@ def fresh_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
-@pytest.fixture
-def window(qtbot, model_dir, tmp_path, photo):
-    """The real main window built by main.build, with a picture loaded and the engine ready."""
+def open_window(qtbot, tmp_path, photo, *args, steps=4):
+    """The real main window built by main.build with `args`, a picture loaded and the engine ready."""
     import main
 
     path = tmp_path / "photo.png"
     Image.fromarray(photo).save(path)
-    win = main.build([str(path), "--model", str(model_dir("inpaint"))])
+    win = main.build([str(path), *args])
     win.confirm_discard = lambda: True  # no modal question when the test closes the window
     qtbot.addWidget(win)
     win.resize(1100, 760)
     win.show()
     qtbot.waitUntil(lambda: win.panel.generate.isEnabled(), timeout=60000)
-    win.panel.steps.setValue(4)
+    win.panel.steps.setValue(steps)
+    return win
+
+
+@pytest.fixture
+def window(qtbot, model_dir, tmp_path, photo):
+    """The window with the tiny inpainting model given on the command line."""
+    win = open_window(qtbot, tmp_path, photo, "--model", str(model_dir("inpaint")))
     yield win
     win.runner.shutdown()
     win.downloads.shutdown()

@@ -2,26 +2,16 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 from PySide6.QtCore import Qt
 
 from engines import catalog
-from tests.qt.conftest import paint_stroke
+from tests.qt.conftest import open_window, paint_stroke
 
 
 @pytest.fixture
 def fresh_window(qtbot, tmp_path, photo):
     """The window as a new user sees it: no --model, no settings."""
-    import main
-
-    path = tmp_path / "photo.png"
-    Image.fromarray(photo).save(path)
-    win = main.build([str(path)])
-    win.confirm_discard = lambda: True
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: win.panel.generate.isEnabled(), timeout=60000)
-    win.panel.steps.setValue(3)
+    win = open_window(qtbot, tmp_path, photo, steps=3)
     yield win
     win.downloads.shutdown()
     win.runner.shutdown()

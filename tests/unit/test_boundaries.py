@@ -46,3 +46,12 @@ def test_import_contracts_hold():
     done = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 kept, 0 broken" in done.stdout
+
+
+def test_no_engine_runs_code_from_a_model_repository():
+    """Model repositories can ship Python; Sandcastle never asks diffusers or transformers to run it."""
+    for path in sorted((ROOT / "engines").rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.keyword) and node.arg in ("trust_remote_code", "custom_pipeline"):
+                raise AssertionError(f"{path.relative_to(ROOT)} passes {node.arg}")
