@@ -302,3 +302,56 @@ def paste_back(original: np.ndarray, generated: np.ndarray, box: Box, alpha: np.
     blended = np.round(region.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a).astype(np.uint8)
     out[y : y + h, x : x + w] = np.where(a > 0, blended, region)
     return out
+
+
+# ---- extending the canvas (uncrop) -------------------------------------------------------------
+
+PREFILLS = ("edge-blur", "smooth", "mirror", "telea", "navier-stokes", "noise")
+Sides = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def extend_canvas(image: np.ndarray, sides: Sides, method: str, seed: int = 0) -> np.ndarray:
+    """The picture placed on a larger canvas (`sides` pixels added left, top, right, bottom), the new
+    area pre-filled by `method` so the model starts from the picture's own colours, not a flat fill:
+
+    edge-blur      each new pixel takes the nearest edge pixel, blurred more the farther out it is
+    smooth         a smooth membrane from the edge colours (image-pyramid push-pull)
+    mirror         the picture reflected across its edges
+    telea, navier-stokes   OpenCV's inpainting (fast marching / fluid), at up to 1 megapixel then scaled
+    noise          noise with the picture's mean and spread
+    """
+    left, top, right, bottom = sides
+    h, w = image.shape[:2]
+    if method == "mirror":
+        return np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="symmetric")
+    canvas = np.zeros((h + top + bottom, w + left + right, 3), np.uint8)
+    canvas[top : top + h, left : left + w] = image
+    known = np.zeros(canvas.shape[:2], bool)
+    known[top : top + h, left : left + w] = True
+    if method == "smooth":
+        return prefill(canvas, np.where(known, 0, 255).astype(np.uint8))
+    if method == "edge-blur":
+        distance, (iy, ix) = ndimage.distance_transform_edt(~known, return_indices=True)
+        nearest = canvas[iy, ix]
+        blurred = np.stack([ndimage.gaussian_filter(nearest[..., c].astype(np.float32), 12) for c in range(3)], -1)
+        weight = np.clip(distance / 24.0, 0, 1)[..., None]
+        out = nearest * (1 - weight) + blurred * weight
+        return np.where(known[..., None], canvas, np.clip(np.round(out), 0, 255)).astype(np.uint8)
+    if method in ("telea", "navier-stokes"):
+        import cv2
+
+        scale = min(1.0, math.sqrt(1_000_000 / canvas.shape[0] / canvas.shape[1]))
+        small = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else canvas
+        hole = cv2.resize((~known).astype(np.uint8) * 255, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+        hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))  # the hole's rim, where resizing mixed in black
+        flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+        filled = cv2.inpaint(small, hole, 5, flag)
+        if scale < 1:
+            filled = cv2.resize(filled, (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.where(known[..., None], canvas, filled)
+    if method == "noise":
+        rng = np.random.default_rng(seed)
+        mean, std = image.reshape(-1, 3).mean(0), image.reshape(-1, 3).std(0)
+        noise = np.clip(rng.normal(mean, std, canvas.shape), 0, 255).astype(np.uint8)
+        return np.where(known[..., None], canvas, noise)
+    raise ValueError(f"unknown pre-fill {method!r}")
