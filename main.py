@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 COMMANDS = ("run", "demo-model")
-DEMO_KIND_FOR_TASK = {"inpaint": "inpaint"}
+DEMO_KIND_FOR_TASK = {"inpaint": "inpaint", "uncrop": "inpaint"}
 
 
 # ---- arguments ----------------------------------------------------------------------------------
@@ -46,6 +46,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
     parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
+    parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
     parser.add_argument("--out", required=True)
     parser.add_argument("--previews", metavar="DIR", help="write one PNG per denoising step here")
@@ -107,6 +108,19 @@ def parse_param(text: str, spec) -> tuple[str, object]:
         raise InputError(f"{p.label} must be a {p.type.__name__}, not {raw!r}.") from None
 
 
+def parse_extend(text: str) -> dict[str, int]:
+    from engines.api import InputError
+
+    parts = text.split(",")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4 or min(values) < 0:
+        raise InputError(f"--extend takes four whole numbers of pixels, left,top,right,bottom (like 0,0,256,0), not {text!r}.")
+    return dict(zip(("left", "top", "right", "bottom"), values))
+
+
 def run_headless(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     from engines import imaging, registry
@@ -126,10 +140,13 @@ def run_headless(argv: list[str]) -> int:
         model = args.model
         if args.demo and model is None:
             model = str(demo_model_path(DEMO_KIND_FOR_TASK.get(task.value, "inpaint")))
+        params = dict(parse_param(t, engine.spec) for t in args.param)
+        if args.extend is not None:
+            params.update(parse_extend(args.extend))
         request = Request(
             task=task, image=image, mask=mask, prompt=args.prompt, negative_prompt=args.negative,
             guidance_scale=args.guidance, strength=args.strength, steps=args.steps, seed=args.seed, model=model,
-            device=args.device, dtype=args.dtype, params=dict(parse_param(t, engine.spec) for t in args.param),
+            device=args.device, dtype=args.dtype, params=params,
         )
         engine.check(request)
         fetch_if_missing(request.model or engine.spec.default_model, request.allow_pickle)

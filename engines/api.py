@@ -138,8 +138,11 @@ class StepPreview:
     step: int  # 1-based
     total: int
     image: np.ndarray | None
-    box: tuple[int, int, int, int]
+    box: tuple[int, int, int, int]  # in the coordinates of the result picture
     seconds_per_step: float = 0.0
+    pass_index: int = 1  # engines that generate in several passes (uncrop tiles) count them here
+    passes: int = 1
+    offset: tuple[int, int] = (0, 0)  # where the input's top-left corner lies in the result (uncrop)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class Result:
     image: np.ndarray  # full document size, RGB uint8
     box: tuple[int, int, int, int]  # the region that may differ from the input
     seconds: float = 0.0
+    offset: tuple[int, int] = (0, 0)  # where the input's top-left corner lies in the result (uncrop grows the picture)
     info: dict[str, Any] = field(default_factory=dict)
 
 

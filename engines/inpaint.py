@@ -91,75 +91,26 @@ class InpaintEngine:
         started = time.perf_counter()
         p = {**self.spec.defaults(), **request.params}
         cancel.raise_if_cancelled()
-        device = models.pick_device(request.device)
-        dtype = models.pick_dtype(device, request.dtype)
-        loaded = models.load_pipeline("inpaint", request.model or DEFAULT_MODEL, device, dtype, request.memory, request.allow_pickle)
-        pipe = loaded.pipe
+        loaded, device, dtype = load_for(request)
         cancel.raise_if_cancelled()
 
-        # 1. The working region.
+        # 1. The working region. The box holds the grown mask, its feather and the context, so every
+        # mask operation works on the crop alone (exactly: no mask pixel lies outside it).
         image = request.image
         height, width = image.shape[:2]
-        # The box holds the grown mask, its feather and the context, so every mask operation can
-        # work on the crop alone (exactly: no mask pixel lies outside it) instead of the whole photo.
         bbox = imaging.mask_bbox(request.mask, 128)
         box = imaging.expand_box(bbox, p["grow"] + p["feather"] + p["padding"], width, height)
         crop_image = imaging.crop(image, box)
         crop_mask = imaging.grow_mask(imaging.crop(request.mask, box), p["grow"])
         alpha = imaging.feather_mask(crop_mask, p["feather"])
 
-        # 2. What the model sees, at its own resolution.
-        size = imaging.working_size(box[2], box[3], p["resolution"] or loaded.native, multiple=int(pipe.vae_scale_factor))
-        model_image = imaging.resize(imaging.prefill(crop_image, crop_mask), size)
-        model_mask = np.where(imaging.resize(crop_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
-        preview_base = imaging.resize(crop_image, size)
-        preview_alpha = imaging.resize(alpha, size)
-
-        # 3. Denoise.
-        pipe.scheduler = models.make_scheduler(p["scheduler"], pipe.scheduler.config)
-        x0 = preview.X0Capture(pipe.scheduler)
+        # 2–3. Generate at the model's resolution, previewing every step.
         previewer = self._previewer(p["preview"], loaded.family, device, dtype)
-        last = [time.perf_counter()]
-
-        def on_step_end(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
-            now = time.perf_counter()
-            shown = None
-            if previewer is not None:
-                latents = x0.x0 if x0.x0 is not None else tensors["latents"]
-                shown = preview.compose(previewer(latents), preview_base, preview_alpha)
-            on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, shown, box, now - last[0]))
-            last[0] = now
-            cancel.raise_if_cancelled()  # diffusers would still decode after an interrupt; raising skips that
-            return {}
-
-        try:
-            output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                image=Image.fromarray(model_image),
-                mask_image=Image.fromarray(model_mask),
-                height=size[1],
-                width=size[0],
-                strength=request.strength,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance_scale,
-                generator=torch.Generator("cpu").manual_seed(request.seed),
-                output_type="np",
-                callback_on_step_end=on_step_end,
-            )
-        except Exception as exc:
-            if models.is_out_of_memory(exc):
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                raise OutOfMemory(
-                    f"The {device.type.upper()} ran out of memory generating at {size[0]}×{size[1]}: "
-                    "lower Generation size, or close other programs that use the graphics card."
-                ) from None
-            raise
+        generated, size = generate_crop(
+            loaded, request, p, imaging.prefill(crop_image, crop_mask), crop_mask, crop_image, alpha, previewer, box, on_step, cancel
+        )
 
         # 4. Back into the picture.
-        generated = np.clip(np.round(output.images[0] * 255.0), 0, 255).astype(np.uint8)
-        generated = imaging.resize(generated, (box[2], box[3]))
         if p["color_match"]:
             generated = imaging.match_colors(generated, crop_image, measure=alpha == 0, apply=alpha > 0)
         result = imaging.paste_back(image, generated, box, alpha)
@@ -176,3 +127,85 @@ class InpaintEngine:
         if key not in self._previewers:
             self._previewers[key] = preview.make_previewer(kind, family, device, dtype)
         return self._previewers[key]
+
+
+# ---- shared with the other inpainting-based engines (uncrop) -----------------------------------
+
+
+def load_for(request: Request) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
+    """The inpainting pipeline, device and dtype a request asks for."""
+    device = models.pick_device(request.device)
+    dtype = models.pick_dtype(device, request.dtype)
+    loaded = models.load_pipeline("inpaint", request.model or DEFAULT_MODEL, device, dtype, request.memory, request.allow_pickle)
+    return loaded, device, dtype
+
+
+def generate_crop(
+    loaded: models.LoadedPipeline,
+    request: Request,
+    p: dict[str, Any],
+    model_image: np.ndarray,
+    model_mask: np.ndarray,
+    shown_under: np.ndarray,
+    alpha: np.ndarray,
+    previewer: Any,
+    box: tuple[int, int, int, int],
+    on_step: StepCallback,
+    cancel: CancelToken,
+    passes: tuple[int, int] = (1, 1),
+    offset: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Repaint `model_mask` of one crop at the model's own resolution and return the result at the
+    crop's size (and the working size). `model_image` is the crop with its hole pre-filled;
+    previews show the predicted picture over `shown_under` through `alpha`, one per step; a
+    cancel raises Cancelled from the step callback, so nothing is decoded after it."""
+    pipe = loaded.pipe
+    device = pipe._execution_device
+    height, width = model_image.shape[:2]
+    size = imaging.working_size(width, height, p["resolution"] or loaded.native, multiple=int(pipe.vae_scale_factor))
+    work_image = imaging.resize(model_image, size)
+    work_mask = np.where(imaging.resize(model_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
+    preview_base = imaging.resize(shown_under, size)
+    preview_alpha = imaging.resize(alpha, size)
+
+    pipe.scheduler = models.make_scheduler(p["scheduler"], pipe.scheduler.config)
+    x0 = preview.X0Capture(pipe.scheduler)
+    last = [time.perf_counter()]
+
+    def on_step_end(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
+        now = time.perf_counter()
+        shown = None
+        if previewer is not None:
+            latents = x0.x0 if x0.x0 is not None else tensors["latents"]
+            shown = preview.compose(previewer(latents), preview_base, preview_alpha)
+        on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, shown, box, now - last[0], passes[0], passes[1], offset))
+        last[0] = now
+        cancel.raise_if_cancelled()  # diffusers would still decode after an interrupt; raising skips that
+        return {}
+
+    try:
+        output = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            image=Image.fromarray(work_image),
+            mask_image=Image.fromarray(work_mask),
+            height=size[1],
+            width=size[0],
+            strength=request.strength,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(request.seed),
+            output_type="np",
+            callback_on_step_end=on_step_end,
+        )
+    except Exception as exc:
+        if models.is_out_of_memory(exc):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfMemory(
+                f"The {device.type.upper()} ran out of memory generating at {size[0]}×{size[1]}: "
+                "lower Generation size, or set Low-memory mode to lowest in Settings."
+            ) from None
+        raise
+    generated = np.clip(np.round(output.images[0] * 255.0), 0, 255).astype(np.uint8)
+    return imaging.resize(generated, (width, height)), size

@@ -18,6 +18,7 @@ GROUP = "sandcastle.engines"
 # entry points in pyproject.toml are not registered. Keep in step with pyproject.toml.
 BUILTIN = {
     "inpaint": "engines.inpaint:InpaintEngine",
+    "uncrop": "engines.uncrop:UncropEngine",
 }
 
 _lock = threading.Lock()
