@@ -155,9 +155,11 @@ def run_headless(argv: list[str]) -> int:
             previews.mkdir(parents=True, exist_ok=True)
 
         def on_step(step) -> None:
-            print(f"step {step.step}/{step.total}  {step.seconds_per_step:.2f} s", file=sys.stderr, flush=True)
+            stage = f"pass {step.pass_index}/{step.passes} " if step.passes > 1 else ""
+            print(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s", file=sys.stderr, flush=True)
             if previews is not None and step.image is not None:
-                imaging.save_image(previews / f"step-{step.step:03d}.png", step.image)
+                name = f"pass-{step.pass_index:02d}-step-{step.step:03d}.png" if step.passes > 1 else f"step-{step.step:03d}.png"
+                imaging.save_image(previews / name, step.image)
 
         from engines.api import CancelToken
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap, QTransform
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
 
 from editor.document import Document
 from editor.qtimage import to_qimage
@@ -12,6 +12,18 @@ from editor.qtimage import to_qimage
 MASK_COLOUR = QColor(255, 40, 80)
 MASK_OPACITY = 0.5
 MIN_BRUSH, MAX_BRUSH = 1, 1000
+FRAME_SNAP = 8  # uncrop sides move in steps the model's 8-pixel grid likes
+
+
+def checkerboard(size: int = 16) -> QPixmap:
+    """The usual "nothing here yet" pattern for the new area of an uncrop."""
+    tile = QPixmap(size * 2, size * 2)
+    tile.fill(QColor(204, 204, 204))
+    painter = QPainter(tile)
+    painter.fillRect(0, 0, size, size, QColor(150, 150, 150))
+    painter.fillRect(size, size, size, size, QColor(150, 150, 150))
+    painter.end()
+    return tile
 
 
 class MaskOverlay(QGraphicsItem):
@@ -76,6 +88,15 @@ class CanvasView(QGraphicsView):
         for z, item in enumerate((self.image_item, self.mask_item, self.preview_item)):
             item.setZValue(z)
             self.scene().addItem(item)
+        # The uncrop frame: the picture-to-be, drawn as a checkerboard under the picture.
+        self.frame_item = QGraphicsRectItem()
+        self.frame_item.setBrush(QBrush(checkerboard()))
+        self.frame_item.setPen(QPen(QColor(255, 200, 0), 0, Qt.DashLine))
+        self.frame_item.setZValue(-1)
+        self.frame_item.setVisible(False)
+        self.scene().addItem(self.frame_item)
+        self.frame_mode = False  # True for the Uncrop task: dragging moves the frame's sides
+        self._frame_side: str | None = None
         self.brush_size = 40
         self.erasing = False
         self._stroke_last: QPointF | None = None
@@ -84,6 +105,8 @@ class CanvasView(QGraphicsView):
         self._panning = False
         self._cursor_pos: QPointF | None = None
         document.loaded.connect(self._on_loaded)
+        document.resized.connect(self._on_loaded)
+        document.frameChanged.connect(self._on_frame_changed)
         document.imageChanged.connect(self._on_image_changed)
         document.maskChanged.connect(lambda rect: self.mask_item.update(QRectF(rect)))
 
@@ -92,9 +115,25 @@ class CanvasView(QGraphicsView):
     def _on_loaded(self) -> None:
         self.image_item.setPixmap(QPixmap.fromImage(to_qimage(self.document.image)))
         self.mask_item.prepareGeometryChange()
-        self.scene().setSceneRect(QRectF(0, 0, *self.document.size))
+        self._on_frame_changed()
         self.clear_preview()
         self.fit()
+
+    def frame_rect(self) -> QRectF:
+        left, top, right, bottom = self.document.frame
+        w, h = self.document.size
+        return QRectF(-left, -top, w + left + right, h + top + bottom)
+
+    def _on_frame_changed(self) -> None:
+        rect = self.frame_rect()
+        self.frame_item.setRect(rect)
+        self.frame_item.setVisible(self.frame_mode and any(self.document.frame))
+        self.scene().setSceneRect(rect.united(QRectF(0, 0, *self.document.size)))
+
+    def set_frame_mode(self, on: bool) -> None:
+        self.frame_mode = on
+        self._on_frame_changed()
+        self.viewport().setCursor(Qt.SizeAllCursor if on else Qt.CrossCursor)
 
     def _on_image_changed(self, rect: QRect) -> None:
         # Repaint only the changed rectangle of the pixmap instead of converting the whole picture.
@@ -108,9 +147,11 @@ class CanvasView(QGraphicsView):
 
     # ---- preview ----------------------------------------------------------------------------
 
-    def show_preview(self, image: QImage, box: tuple[int, int, int, int]) -> None:
-        """Show a step preview over `box` of the picture. Not part of the document; never undone."""
+    def show_preview(self, image: QImage, box: tuple[int, int, int, int], offset: tuple[int, int] = (0, 0)) -> None:
+        """Show a step preview over `box` of the result picture, whose top-left lies at -offset on the
+        canvas (uncrop). Not part of the document; never undone."""
         x, y, w, h = box
+        x, y = x - offset[0], y - offset[1]
         self.preview_item.setPixmap(QPixmap.fromImage(image))
         self.preview_item.setPos(x, y)
         self.preview_item.setTransform(QTransform.fromScale(w / max(1, image.width()), h / max(1, image.height())))
@@ -186,6 +227,9 @@ class CanvasView(QGraphicsView):
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
             self._start_pan(event)
             return
+        if event.button() == Qt.LeftButton and self.document.has_image and self.frame_mode:
+            self._frame_side = self._side_at(self.mapToScene(event.position().toPoint()))
+            return
         if event.button() == Qt.LeftButton and self.document.has_image:
             pos = self.mapToScene(event.position().toPoint())
             self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
@@ -203,6 +247,9 @@ class CanvasView(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
             return
         self._cursor_pos = self.mapToScene(event.position().toPoint())
+        if self._frame_side is not None:
+            self._drag_frame(self._frame_side, self._cursor_pos)
+            return
         if self._stroke_last is not None:
             self._paint_segment(self._stroke_last, self._cursor_pos)
             self._stroke_last = self._cursor_pos
@@ -213,11 +260,28 @@ class CanvasView(QGraphicsView):
         if self._panning and event.button() in (Qt.MiddleButton, Qt.LeftButton):
             self._end_pan(event)
             return
+        if event.button() == Qt.LeftButton and self._frame_side is not None:
+            self._frame_side = None
+            return
         if event.button() == Qt.LeftButton and self._stroke_last is not None:
             self._stroke_last = None
             self.document.end_mask_edit(self._stroke_rect, "Erase mask" if self.erasing else "Paint mask")
             return
         super().mouseReleaseEvent(event)
+
+    def _side_at(self, pos: QPointF) -> str:
+        """The side of the picture a press belongs to: outside it, the side it is beyond; inside, the nearest edge."""
+        w, h = self.document.size
+        beyond = {"left": -pos.x(), "right": pos.x() - w, "top": -pos.y(), "bottom": pos.y() - h}
+        return max(beyond, key=beyond.get)  # the side it is farthest beyond (inside: the nearest edge)
+
+    def _drag_frame(self, side: str, pos: QPointF) -> None:
+        w, h = self.document.size
+        beyond = {"left": -pos.x(), "right": pos.x() - w, "top": -pos.y(), "bottom": pos.y() - h}[side]
+        value = max(0, int(round(beyond / FRAME_SNAP)) * FRAME_SNAP)
+        sides = dict(zip(("left", "top", "right", "bottom"), self.document.frame))
+        sides[side] = value
+        self.document.set_frame(tuple(sides.values()))
 
     def leaveEvent(self, event) -> None:
         self._cursor_pos = None
@@ -225,7 +289,7 @@ class CanvasView(QGraphicsView):
         super().leaveEvent(event)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
-        if self._cursor_pos is not None and self.document.has_image and not self._panning:
+        if self._cursor_pos is not None and self.document.has_image and not self._panning and not self.frame_mode:
             painter.setRenderHint(QPainter.Antialiasing)
             r = self.brush_size / 2
             for colour, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 220), 1)):

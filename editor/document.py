@@ -36,6 +36,24 @@ class RegionCommand(QUndoCommand):
         self._write(self.before)
 
 
+class ResizeCommand(QUndoCommand):
+    """One undo step that swaps the whole picture and mask for ones of another size (uncrop)."""
+
+    def __init__(self, text: str, document: "Document", before: tuple, after: tuple) -> None:
+        super().__init__(text)
+        self.document, self.before, self.after = document, before, after
+        self._first = True
+
+    def redo(self) -> None:
+        if self._first:
+            self._first = False
+            return
+        self.document._swap_pixels(*self.after)
+
+    def undo(self) -> None:
+        self.document._swap_pixels(*self.before)
+
+
 class Document(QObject):
     """Observable state of one open picture.
 
@@ -47,6 +65,8 @@ class Document(QObject):
     imageChanged = Signal(QRect)
     maskChanged = Signal(QRect)
     pathChanged = Signal()
+    resized = Signal()  # the picture changed size in place (uncrop, or undoing it)
+    frameChanged = Signal()  # the uncrop frame: pixels to add on each side
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +76,7 @@ class Document(QObject):
         self.path: Path | None = None
         self.confirmed_path: Path | None = None  # where Save may write without asking again
         self.version = 0  # bumps whenever the picture's pixels change
+        self.frame = (0, 0, 0, 0)  # uncrop: pixels to add left, top, right, bottom
         self.undo_stack = QUndoStack(self)
         self._mask_before: np.ndarray | None = None
 
@@ -68,14 +89,44 @@ class Document(QObject):
 
     def set_image(self, image: np.ndarray, path: Path | None = None) -> None:
         self.image = np.array(image, dtype=np.uint8, order="C")  # our own writable copy
-        self.mask = np.zeros(image.shape[:2], np.uint8)
-        h, w = self.mask.shape
-        self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
+        self._set_mask(np.zeros(image.shape[:2], np.uint8))
         self.path, self.confirmed_path = path, None
         self.undo_stack.clear()
         self.version += 1
+        self.set_frame((0, 0, 0, 0))
         self.loaded.emit()
         self.pathChanged.emit()
+
+    def _set_mask(self, mask: np.ndarray) -> None:
+        # The canvas paints straight into this memory through the QImage that wraps it.
+        self.mask = np.ascontiguousarray(mask)
+        h, w = self.mask.shape
+        self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
+
+    def set_frame(self, sides: tuple[int, int, int, int]) -> None:
+        sides = tuple(max(0, int(v)) for v in sides)
+        if sides != self.frame:
+            self.frame = sides
+            self.frameChanged.emit()
+
+    def apply_resized(self, image: np.ndarray, offset: tuple[int, int], text: str) -> None:
+        """Replace the picture by a larger one that contains it at `offset` (uncrop), as one undo step.
+        The mask moves with the picture; the frame is used up."""
+        left, top = offset
+        h, w = self.mask.shape
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[top : top + h, left : left + w] = self.mask
+        before = (self.image, self.mask.copy(), self.frame)
+        after = (np.array(image, dtype=np.uint8, order="C"), mask, (0, 0, 0, 0))
+        self._swap_pixels(*after)
+        self.undo_stack.push(ResizeCommand(text, self, before, after))
+
+    def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, frame: tuple[int, int, int, int]) -> None:
+        self.image = image.copy()  # the command keeps its own copy, whatever later steps do in place
+        self._set_mask(mask.copy())
+        self.version += 1
+        self.set_frame(frame)
+        self.resized.emit()
 
     def save(self, path: str | Path) -> None:
         save_image(str(path), self.image)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
@@ -33,7 +33,7 @@ class Job:
 class _Worker(QObject):
     """Lives on the worker thread; its slot runs one job from start to end."""
 
-    preview = Signal(int, int, int, QImage, object, float)  # job id, step, total, image, box, s/step
+    preview = Signal(int, int, int, QImage, object)  # job id, step, total, image, the StepPreview (box, pass, offset, s/step)
     finished = Signal(int, object)  # job id, Result
     failed = Signal(int, str)
     cancelled = Signal(int)
@@ -53,7 +53,7 @@ class _Worker(QObject):
     def run_job(self, job: Job) -> None:
         def on_step(step: StepPreview) -> None:
             image = to_qimage(step.image) if step.image is not None else QImage()
-            self.preview.emit(job.id, step.step, step.total, image, step.box, step.seconds_per_step)
+            self.preview.emit(job.id, step.step, step.total, image, replace(step, image=None))
 
         try:
             job.token.raise_if_cancelled()
@@ -75,7 +75,7 @@ class _Worker(QObject):
 class JobRunner(QObject):
     """Owns the worker thread. `submit` starts a job unless one is running."""
 
-    preview = Signal(int, int, int, QImage, object, float)
+    preview = Signal(int, int, int, QImage, object)
     finished = Signal(int, object)
     failed = Signal(int, str)
     cancelled = Signal(int)
@@ -143,9 +143,9 @@ class JobRunner(QObject):
     def _is_current(self, job_id: int) -> bool:
         return self._current is not None and self._current.id == job_id
 
-    def _forward_preview(self, job_id: int, step: int, total: int, image: QImage, box: object, seconds: float) -> None:
+    def _forward_preview(self, job_id: int, step: int, total: int, image: QImage, info: object) -> None:
         if self._is_current(job_id) and not self._current.token.cancelled:
-            self.preview.emit(job_id, step, total, image, box, seconds)
+            self.preview.emit(job_id, step, total, image, info)
 
     def _done(self, job_id: int) -> bool:
         if not self._is_current(job_id):

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from engines.api import EngineSpec, ParamSpec
 
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 1.0, 20.0, 0.5
+ASPECTS = (("Free", None), ("1:1", 1.0), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:4", 0.75), ("9:16", 9 / 16))
 MAX_SEED = 2**31 - 1
 
 
@@ -111,6 +112,22 @@ class GeneratePanel(QWidget):
         form.addRow(_buddy("S&eed", self.seed), row)
         layout.addLayout(form)
 
+        # Uncrop's frame by ratio; the sides themselves are the engine's own parameters below.
+        self.frame_box = QGroupBox("Frame", objectName="frameBox")
+        frame_form = QFormLayout(self.frame_box)
+        self.aspect = QComboBox(objectName="aspect")
+        for text, ratio in ASPECTS:
+            self.aspect.addItem(text, ratio)
+        self.aspect.setToolTip("Grow the picture to this shape (or drag the canvas edges)")
+        self.anchor = QComboBox(objectName="anchor")
+        for text in ("centre", "left", "right", "top", "bottom"):
+            self.anchor.addItem(text.capitalize(), text)
+        self.anchor.setToolTip("Where the original stays inside the new frame")
+        frame_form.addRow(_buddy("As&pect", self.aspect), self.aspect)
+        frame_form.addRow(_buddy("Anc&hor", self.anchor), self.anchor)
+        self.frame_box.setVisible(False)
+        layout.addWidget(self.frame_box)
+
         self.engine_box = QGroupBox("Settings", objectName="engineSettings")
         self.engine_form = QFormLayout(self.engine_box)
         self.engine_form.addRow(QLabel("Loading the engine…"))
@@ -147,6 +164,9 @@ class GeneratePanel(QWidget):
     def current_task(self) -> str:
         return self.task.currentData()
 
+    def aspect_ratio(self) -> float | None:
+        return self.aspect.currentData()
+
     def guidance_scale(self) -> float:
         return self.guidance.value() * GUIDANCE_STEP
 
@@ -181,10 +201,11 @@ class GeneratePanel(QWidget):
         self.generate.setEnabled(not self._busy and self.spec is not None)
         self.cancel.setEnabled(self._busy)
 
-    def show_step(self, step: int, total: int, seconds: float) -> None:
-        self.progress.setRange(0, total)
-        self.progress.setValue(step)
-        self.progress.setFormat(f"Step {step}/{total} · {seconds:.2f} s/step")
+    def show_step(self, step: int, total: int, seconds: float, pass_index: int = 1, passes: int = 1) -> None:
+        self.progress.setRange(0, total * passes)
+        self.progress.setValue((pass_index - 1) * total + step)
+        stage = f"Pass {pass_index}/{passes} · " if passes > 1 else ""
+        self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step")
 
     def show_done(self, text: str) -> None:
         self.progress.setRange(0, 1)

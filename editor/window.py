@@ -19,9 +19,20 @@ from engines import registry
 from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, device_summary, is_offline, model_status
 
 log = logging.getLogger(__name__)
+FRAME_SIDES = ("left", "top", "right", "bottom")
 
-OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
-SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
+
+def frame_for_ratio(size: tuple[int, int], ratio: float, anchor: str) -> tuple[int, int, int, int]:
+    """Sides to add so the picture reaches `ratio` (width / height) by growing, never cropping.
+    `anchor` says where the original stays: centre, left, right, top or bottom."""
+    w, h = size
+    if w / h < ratio:  # too narrow: add width
+        extra = int(round(h * ratio)) - w
+        before = {"left": 0, "right": extra}.get(anchor, extra // 2)  # the part added on the left
+        return (before, 0, extra - before, 0)
+    extra = int(round(w / ratio)) - h
+    before = {"top": 0, "bottom": extra}.get(anchor, extra // 2)
+    return (0, before, 0, extra - before)
 
 
 class MainWindow(QMainWindow):
@@ -73,6 +84,10 @@ class MainWindow(QMainWindow):
         self.document.pathChanged.connect(self._update_title)
         self.document.undo_stack.cleanChanged.connect(self._update_title)
         self.document.loaded.connect(self._update_status)
+        self.document.resized.connect(self._update_status)
+        self.document.frameChanged.connect(self._frame_to_panel)
+        self.panel.aspect.currentIndexChanged.connect(self._apply_aspect)
+        self.panel.anchor.currentIndexChanged.connect(self._apply_aspect)
         self.canvas.zoomChanged.connect(self._update_status)
         self._update_title()
         self._load_engine(self.panel.current_task())
@@ -369,10 +384,41 @@ class MainWindow(QMainWindow):
     # ---- generation ---------------------------------------------------------------------------
 
     def _load_engine(self, task: str) -> None:
+        self.canvas.set_frame_mode(task == "uncrop")
+        self.panel.frame_box.setVisible(task == "uncrop")
         if task in self.engines:
-            self.panel.set_engine_spec(self.engines[task].spec)
+            self._show_engine(self.engines[task])
         else:
+            self.panel.generate.setEnabled(False)
             self.runner.load_engine(task)
+
+    def _show_engine(self, engine: object) -> None:
+        self.panel.set_engine_spec(engine.spec)
+        # Uncrop's sides are both engine parameters and the frame on the canvas: keep them in step.
+        for name in FRAME_SIDES:
+            widget = self.panel.param_widgets.get(name)
+            if widget is not None:
+                widget.valueChanged.connect(self._frame_from_panel)
+        self._frame_to_panel()
+
+    def _frame_from_panel(self, *_) -> None:
+        widgets = [self.panel.param_widgets.get(n) for n in FRAME_SIDES]
+        if all(widgets):
+            self.document.set_frame(tuple(w.value() for w in widgets))
+
+    def _frame_to_panel(self, *_) -> None:
+        for name, value in zip(FRAME_SIDES, self.document.frame):
+            widget = self.panel.param_widgets.get(name)
+            if widget is not None and widget.value() != value:
+                widget.blockSignals(True)
+                widget.setValue(value)
+                widget.blockSignals(False)
+
+    def _apply_aspect(self, *_) -> None:
+        ratio = self.panel.aspect_ratio()
+        if ratio is None or not self.document.has_image:
+            return
+        self.document.set_frame(frame_for_ratio(self.document.size, ratio, self.panel.anchor.currentData()))
 
     def _on_engine_failed(self, task: str, message: str) -> None:
         self.show_error(message)
@@ -381,7 +427,7 @@ class MainWindow(QMainWindow):
         self.engines[task] = engine
         self._update_device_status()  # torch is imported by now, so this is cheap
         if task == self.panel.current_task():
-            self.panel.set_engine_spec(engine.spec)
+            self._show_engine(engine)
 
     def build_request(self, job_id: int) -> Request:
         p = self.panel
@@ -434,11 +480,11 @@ class MainWindow(QMainWindow):
         elif self.downloads.busy:
             self.downloads.cancel()
 
-    def _on_preview(self, job_id: int, step: int, total: int, image: QImage, box: tuple, seconds: float) -> None:
+    def _on_preview(self, job_id: int, step: int, total: int, image: QImage, info: object) -> None:
         self._job_steps += 1
         if not image.isNull():
-            self.canvas.show_preview(image, box)
-        self.panel.show_step(step, total, seconds)
+            self.canvas.show_preview(image, info.box, info.offset)
+        self.panel.show_step(step, total, info.seconds_per_step, info.pass_index, info.passes)
 
     def _on_finished(self, job_id: int, result: Result) -> None:
         self.canvas.clear_preview()
@@ -447,7 +493,10 @@ class MainWindow(QMainWindow):
             self.panel.show_done("Discarded")
             return
         label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
-        self.document.apply_result(result.image, result.box, label)
+        if result.image.shape != self.document.image.shape or result.offset != (0, 0):
+            self.document.apply_resized(result.image, result.offset, label)
+        else:
+            self.document.apply_result(result.image, result.box, label)
         self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
         self.panel.show_done(f"Done in {result.seconds:.1f} s")
         self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)

@@ -108,3 +108,14 @@ def test_offline_hub_model_exits_3_naming_it(files):
     assert done.returncode == 3
     line = done.stderr.strip().splitlines()[-1]
     assert "stable-diffusion-v1-5/stable-diffusion-inpainting" in line and "offline" in line
+
+
+def test_uncrop_headless(files):
+    done = sandcastle("run", "uncrop", "--image", files / "photo.png", "--extend", "64,0,128,32", "--steps", "1", "--demo",
+                      "--out", files / "wide.png", "--previews", files / "uncrop-steps")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(files / "wide.png").size == (512 + 64 + 128, 512 + 32)
+    assert len(list((files / "uncrop-steps").iterdir())) >= 2  # one preview per step of every pass
+    for extend, words in (("0,0,0,0", "all four sides are 0"), ("10,20", "four whole numbers")):
+        done = sandcastle("run", "uncrop", "--image", files / "photo.png", "--extend", extend, "--demo", "--out", files / "x.png")
+        assert done.returncode == 2 and words in done.stderr.strip().splitlines()[-1]

@@ -38,7 +38,7 @@ def test_paint_generate_watch_apply_undo(qtbot, window, original):
     assert window.panel.guidance_value.value() == 8.5
 
     previews, preview_visible = [], []
-    window.runner.preview.connect(lambda job, step, total, image, box, s: previews.append((step, total)))
+    window.runner.preview.connect(lambda job, step, total, image, info: previews.append((step, total)))
     window.runner.preview.connect(lambda *a: preview_visible.append(window.canvas.preview_item.isVisible()))
     with qtbot.waitSignal(window.runner.finished, timeout=120000):
         qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
