@@ -84,6 +84,7 @@ class CanvasView(QGraphicsView):
         self.preview_item = QGraphicsPixmapItem()
         self.preview_item.setTransformationMode(Qt.SmoothTransformation)
         self.preview_item.setVisible(False)
+        self._preview_sheet: QPixmap | None = None  # uncrop: the passes' previews, added up
         # The preview lies above the mask overlay: while generating, the person watches the region form.
         for z, item in enumerate((self.image_item, self.mask_item, self.preview_item)):
             item.setZValue(z)
@@ -147,17 +148,32 @@ class CanvasView(QGraphicsView):
 
     # ---- preview ----------------------------------------------------------------------------
 
-    def show_preview(self, image: QImage, box: tuple[int, int, int, int], offset: tuple[int, int] = (0, 0)) -> None:
+    def show_preview(self, image: QImage, box: tuple[int, int, int, int], offset: tuple[int, int] = (0, 0), keep: bool = False) -> None:
         """Show a step preview over `box` of the result picture, whose top-left lies at -offset on the
-        canvas (uncrop). Not part of the document; never undone."""
+        canvas (uncrop). With `keep`, earlier previews stay (the passes of an uncrop add up to the
+        whole new area). Not part of the document; never undone."""
         x, y, w, h = box
         x, y = x - offset[0], y - offset[1]
-        self.preview_item.setPixmap(QPixmap.fromImage(image))
-        self.preview_item.setPos(x, y)
-        self.preview_item.setTransform(QTransform.fromScale(w / max(1, image.width()), h / max(1, image.height())))
+        if keep:
+            frame = self.frame_rect().toAlignedRect()
+            if self._preview_sheet is None or self._preview_sheet.size() != frame.size():
+                self._preview_sheet = QPixmap(frame.size())
+                self._preview_sheet.fill(Qt.transparent)
+            painter = QPainter(self._preview_sheet)
+            painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            painter.drawImage(QRectF(x - frame.x(), y - frame.y(), w, h), image)
+            painter.end()
+            self.preview_item.setPixmap(self._preview_sheet)
+            self.preview_item.setPos(frame.x(), frame.y())
+            self.preview_item.setTransform(QTransform())
+        else:
+            self.preview_item.setPixmap(QPixmap.fromImage(image))
+            self.preview_item.setPos(x, y)
+            self.preview_item.setTransform(QTransform.fromScale(w / max(1, image.width()), h / max(1, image.height())))
         self.preview_item.setVisible(True)
 
     def clear_preview(self) -> None:
+        self._preview_sheet = None
         self.preview_item.setVisible(False)
         self.preview_item.setPixmap(QPixmap())
 

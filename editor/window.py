@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QImage, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QWidget
 
@@ -33,6 +32,10 @@ def frame_for_ratio(size: tuple[int, int], ratio: float, anchor: str) -> tuple[i
     extra = int(round(w / ratio)) - h
     before = {"top": 0, "bottom": extra}.get(anchor, extra // 2)
     return (0, before, 0, extra - before)
+
+
+OPEN_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
+SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
 
 
 class MainWindow(QMainWindow):
@@ -483,7 +486,7 @@ class MainWindow(QMainWindow):
     def _on_preview(self, job_id: int, step: int, total: int, image: QImage, info: object) -> None:
         self._job_steps += 1
         if not image.isNull():
-            self.canvas.show_preview(image, info.box, info.offset)
+            self.canvas.show_preview(image, info.box, info.offset, keep=info.passes > 1)
         self.panel.show_step(step, total, info.seconds_per_step, info.pass_index, info.passes)
 
     def _on_finished(self, job_id: int, result: Result) -> None:
@@ -495,6 +498,7 @@ class MainWindow(QMainWindow):
         label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
         if result.image.shape != self.document.image.shape or result.offset != (0, 0):
             self.document.apply_resized(result.image, result.offset, label)
+            self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
         else:
             self.document.apply_result(result.image, result.box, label)
         self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M

@@ -17,10 +17,8 @@ Top to bottom:
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from engines import imaging
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common

@@ -201,3 +201,13 @@ def test_dropping_a_file_opens_it(qtbot, window, tmp_path):
     window.dropEvent(QDropEvent(QPoint(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
     assert window.document.size == (64, 48) and window.document.path.name == "dropped.png"
     assert "dropped.png" in window.windowTitle()
+
+
+def test_open_dialog_opens_the_chosen_picture(qtbot, window, monkeypatch, tmp_path):
+    from PIL import Image
+    from PySide6.QtWidgets import QFileDialog
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "red.png"), ""))
+    window.open_dialog()
+    assert window.document.size == (40, 30)

@@ -55,3 +55,11 @@ def test_no_engine_runs_code_from_a_model_repository():
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.keyword) and node.arg in ("trust_remote_code", "custom_pipeline"):
                 raise AssertionError(f"{path.relative_to(ROOT)} passes {node.arg}")
+
+
+def test_no_undefined_names_or_unused_imports():
+    """ruff's pyflakes rules: an undefined name is a crash waiting in a code path no test reached."""
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "main.py", "editor", "engines", "tests", "benchmarks"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
