@@ -145,7 +145,7 @@ def generate_crop(
     request: Request,
     p: dict[str, Any],
     model_image: np.ndarray,
-    model_mask: np.ndarray,
+    model_mask: np.ndarray | None,
     shown_under: np.ndarray,
     alpha: np.ndarray,
     previewer: Any,
@@ -154,17 +154,20 @@ def generate_crop(
     cancel: CancelToken,
     passes: tuple[int, int] = (1, 1),
     offset: tuple[int, int] = (0, 0),
+    extra: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Repaint `model_mask` of one crop at the model's own resolution and return the result at the
-    crop's size (and the working size). `model_image` is the crop with its hole pre-filled;
-    previews show the predicted picture over `shown_under` through `alpha`, one per step; a
-    cancel raises Cancelled from the step callback, so nothing is decoded after it."""
+    """Run one crop through the pipeline at the model's own resolution and return the result at the
+    crop's size (and the working size). With `model_mask` it is inpainting (the crop's hole is
+    pre-filled in `model_image`); without, an image-to-image pipeline (img2img, InstructPix2Pix)
+    whose own arguments come in `extra`. Previews show the predicted picture over `shown_under`
+    through `alpha`, one per step; a cancel raises Cancelled from the step callback, so nothing is
+    decoded after it (InstructPix2Pix has no interrupt flag at all)."""
     pipe = loaded.pipe
     device = pipe._execution_device
     height, width = model_image.shape[:2]
     size = imaging.working_size(width, height, p["resolution"] or loaded.native, multiple=int(pipe.vae_scale_factor))
     work_image = imaging.resize(model_image, size)
-    work_mask = np.where(imaging.resize(model_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
     preview_base = imaging.resize(shown_under, size)
     preview_alpha = imaging.resize(alpha, size)
 
@@ -183,21 +186,22 @@ def generate_crop(
         cancel.raise_if_cancelled()  # diffusers would still decode after an interrupt; raising skips that
         return {}
 
+    inputs = dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        image=Image.fromarray(work_image),
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(request.seed if seed is None else seed),
+        output_type="np",
+        callback_on_step_end=on_step_end,
+    )
+    if model_mask is not None:
+        work_mask = np.where(imaging.resize(model_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
+        inputs.update(mask_image=Image.fromarray(work_mask), height=size[1], width=size[0], strength=request.strength)
+    inputs.update(extra or {})
     try:
-        output = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            image=Image.fromarray(work_image),
-            mask_image=Image.fromarray(work_mask),
-            height=size[1],
-            width=size[0],
-            strength=request.strength,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
-            output_type="np",
-            callback_on_step_end=on_step_end,
-        )
+        output = pipe(**inputs)
     except Exception as exc:
         if models.is_out_of_memory(exc):
             if torch.cuda.is_available():

@@ -146,7 +146,7 @@ def unavailable_message(source: ModelSource, reason: str = "") -> str:
 
 # ---- loading ----------------------------------------------------------------------------------
 
-PURPOSES = ("inpaint", "img2img")
+PURPOSES = ("inpaint", "img2img", "instruct")
 MEMORY_MODES = ("off", "balanced", "lowest")
 GIB = 1024**3
 
@@ -286,9 +286,11 @@ def _apply_memory_mode(pipe: Any, mode: str, device: torch.device) -> None:
 
 
 def _auto_class(purpose: str) -> Any:
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, StableDiffusionInstructPix2PixPipeline
 
-    return {"inpaint": AutoPipelineForInpainting, "img2img": AutoPipelineForImage2Image}[purpose]
+    # InstructPix2Pix has no AutoPipeline mapping; its 8-channel UNet only fits its own pipeline.
+    return {"inpaint": AutoPipelineForInpainting, "img2img": AutoPipelineForImage2Image,
+            "instruct": StableDiffusionInstructPix2PixPipeline}[purpose]
 
 
 def _family_of(pipe: Any) -> str:
@@ -334,6 +336,10 @@ def load_pipeline(
             raise
     if purpose == "inpaint" and not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
         raise ModelUnavailable(f"{source.label} is a {type(pipe).__name__}; inpainting needs a Stable Diffusion 1.x, 2.x or SDXL model.")
+    if purpose == "instruct" and int(pipe.unet.config.in_channels) != 8:
+        raise ModelUnavailable(f"{source.label} is not an InstructPix2Pix model (its UNet takes {pipe.unet.config.in_channels} channels, not 8).")
+    if purpose == "img2img" and int(pipe.unet.config.in_channels) != 4:
+        raise ModelUnavailable(f"{source.label} cannot do img2img: its UNet takes {pipe.unet.config.in_channels} channels; choose an ordinary SD model.")
     loaded = LoadedPipeline(
         pipe=pipe, family=_family_of(pipe), native=int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor),
         unet_channels=int(pipe.unet.config.in_channels), source=source, memory=mode, device=str(device),

@@ -19,6 +19,7 @@ GROUP = "sandcastle.engines"
 BUILTIN = {
     "inpaint": "engines.inpaint:InpaintEngine",
     "uncrop": "engines.uncrop:UncropEngine",
+    "edit": "engines.edit:EditEngine",
 }
 
 _lock = threading.Lock()

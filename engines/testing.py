@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("inpaint", "img2img", "sdxl-inpaint", "sdxl")
+KINDS = ("inpaint", "img2img", "instruct", "sdxl-inpaint", "sdxl")
 
 UNET_SIZES = {
     # block widths, layers per block, attention head dim, text width, native sample size (latent px)
@@ -72,6 +72,7 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
         AutoencoderKL,
         DDIMScheduler,
         StableDiffusionInpaintPipeline,
+        StableDiffusionInstructPix2PixPipeline,
         StableDiffusionPipeline,
         StableDiffusionXLInpaintPipeline,
         StableDiffusionXLPipeline,
@@ -94,7 +95,7 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
         extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
                      projection_class_embeddings_input_dim=width // 2 + 6 * 8, transformer_layers_per_block=1)
     unet = UNet2DConditionModel(
-        in_channels=9 if kind.endswith("inpaint") else 4, out_channels=4, down_block_types=down, up_block_types=up,
+        in_channels={"inpaint": 9, "sdxl-inpaint": 9, "instruct": 8}.get(kind, 4), out_channels=4, down_block_types=down, up_block_types=up,
         cross_attention_dim=width, norm_num_groups=32, **u, **extra,
     )
     # Real VAE geometry (8× down, 4 latent channels) with few channels, so latents look like SD's.
@@ -122,7 +123,7 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
             vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
             text_encoder=CLIPTextModel(text_config(width // 2)), text_encoder_2=CLIPTextModelWithProjection(text_config(width // 2)),
         )
-    cls = StableDiffusionInpaintPipeline if kind == "inpaint" else StableDiffusionPipeline
+    cls = {"inpaint": StableDiffusionInpaintPipeline, "instruct": StableDiffusionInstructPix2PixPipeline}.get(kind, StableDiffusionPipeline)
     return cls(
         vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, text_encoder=CLIPTextModel(text_config(width)),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

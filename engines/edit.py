@@ -1,0 +1,108 @@
+"""Prompt-guided edits: "make it winter", on the whole picture or only where painted.
+
+Two methods:
+- instruct: InstructPix2Pix (an 8-channel UNet that sees the picture) follows an instruction; the
+  image guidance says how closely to keep the original (higher = closer), the text guidance how
+  strongly to follow the words.
+- img2img: SDEdit with any ordinary SD model: the picture is noised to `strength` and denoised
+  towards the prompt (lower strength = closer to the original).
+
+Top to bottom: the working region is the whole picture, or with a painted mask the mask's box plus
+context; it is scaled to the model's native resolution, edited with a preview per step, scaled
+back, and with a mask pasted back through the feathered mask (pixels outside it bit-identical).
+`variations` runs the same edit with successive seeds and returns them all as candidates.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engines import imaging, models
+from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
+from engines.inpaint import SPEC as INPAINT_SPEC, InpaintEngine, generate_crop
+
+MODELS = {"instruct": "timbrooks/instruct-pix2pix", "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+GUIDANCE = (1.0, 20.0)
+
+SPEC = EngineSpec(
+    id="edit",
+    title="Edit",
+    tasks=(Task.EDIT,),
+    default_model=MODELS["instruct"],
+    params=(
+        ParamSpec("method", str, "instruct", "Method", "instruct: InstructPix2Pix follows an instruction; img2img: any SD model redraws the picture "
+                  "towards the prompt.", choices=("instruct", "img2img")),
+        ParamSpec("image_guidance", float, 1.5, "Image guidance", "InstructPix2Pix: how closely to keep the original (higher keeps it closer).",
+                  1.0, 5.0, 0.1),
+        ParamSpec("variations", int, 1, "Variations", "How many versions to make with successive seeds; pick one.", 1, 8, 1),
+        *(p for p in INPAINT_SPEC.params if p.name in ("padding", "feather", "grow", "color_match", "scheduler", "resolution", "preview")),
+    ),
+)
+
+
+class EditEngine:
+    spec = SPEC
+
+    def __init__(self) -> None:
+        self._inpaint = InpaintEngine()  # for its previewer cache
+
+    def check(self, request: Request) -> None:
+        check_common(request, self.spec)
+        p = {**self.spec.defaults(), **request.params}
+        if not request.prompt.strip():
+            raise InputError("Write what to change, like \"make it winter\".")
+        if not GUIDANCE[0] <= request.guidance_scale <= GUIDANCE[1]:
+            raise InputError(f"Text guidance must be between {GUIDANCE[0]:g} and {GUIDANCE[1]:g}, not {request.guidance_scale:g}.")
+        if request.mask is not None:
+            if request.mask.shape != request.image.shape[:2]:
+                raise InputError(
+                    f"The mask is {request.mask.shape[1]}×{request.mask.shape[0]} but the image is "
+                    f"{request.image.shape[1]}×{request.image.shape[0]}; they must be the same size."
+                )
+        models.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle)
+
+    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
+        started = time.perf_counter()
+        p = {**self.spec.defaults(), **request.params}
+        cancel.raise_if_cancelled()
+        device = models.pick_device(request.device)
+        dtype = models.pick_dtype(device, request.dtype)
+        purpose = p["method"]
+        loaded = models.load_pipeline(purpose, request.model or MODELS[purpose], device, dtype, request.memory, request.allow_pickle)
+        cancel.raise_if_cancelled()
+
+        # The working region: the painted part with its context, or the whole picture.
+        image = request.image
+        height, width = image.shape[:2]
+        masked = request.mask is not None and imaging.binary(request.mask).any()
+        if masked:
+            box = imaging.expand_box(imaging.mask_bbox(request.mask, 128), p["grow"] + p["feather"] + p["padding"], width, height)
+            crop_mask = imaging.grow_mask(imaging.crop(request.mask, box), p["grow"])
+            alpha = imaging.feather_mask(crop_mask, p["feather"])
+        else:
+            box = (0, 0, width, height)
+            alpha = np.ones((height, width), np.float32)
+        crop = imaging.crop(image, box)
+        extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
+        previewer = self._inpaint._previewer(p["preview"], loaded.family, device, dtype)
+
+        results = []
+        for k in range(p["variations"]):
+            generated, size = generate_crop(loaded, request, p, crop, None, crop, alpha, previewer, box, on_step, cancel,
+                                            passes=(k + 1, p["variations"]), extra=extra, seed=request.seed + k)
+            if masked:
+                if p["color_match"]:
+                    generated = imaging.match_colors(generated, crop, measure=alpha == 0, apply=alpha > 0)
+                results.append(imaging.paste_back(image, generated, box, alpha))
+            else:
+                results.append(generated)
+        return Result(
+            image=results[0],
+            box=box,
+            seconds=time.perf_counter() - started,
+            candidates=tuple(results) if len(results) > 1 else (),
+            info={"model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
+                  "dtype": str(dtype).replace("torch.", ""), "seeds": [request.seed + k for k in range(p["variations"])]},
+        )
