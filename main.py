@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 COMMANDS = ("run", "demo-model")
-DEMO_KIND_FOR_TASK = {"inpaint": "inpaint", "uncrop": "inpaint"}
 
 
 # ---- arguments ----------------------------------------------------------------------------------
@@ -46,6 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
     parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
+    parser.add_argument("--image-guidance", type=float, help="edit (InstructPix2Pix): how closely to keep the original, 1 to 5")
     parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
     parser.add_argument("--out", required=True)
@@ -61,28 +61,6 @@ def demo_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--size", default="tiny", choices=("tiny", "small", "sd15"))
     return parser
-
-
-# ---- demo models -------------------------------------------------------------------------------
-
-
-def demo_model_path(kind: str) -> Path:
-    """A tiny model of `kind` in the user cache folder, written on first use."""
-    import platformdirs
-
-    from engines.testing import write_model
-
-    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
-    if not (folder / "model_index.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(folder.name + ".partial")
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_model(tmp, kind)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    return folder
 
 
 # ---- headless ----------------------------------------------------------------------------------
@@ -137,12 +115,16 @@ def run_headless(argv: list[str]) -> int:
         out = Path(args.out)
         if not out.parent.is_dir():
             raise InputError(f"The folder for --out, {out.parent}, does not exist.")
-        model = args.model
-        if args.demo and model is None:
-            model = str(demo_model_path(DEMO_KIND_FOR_TASK.get(task.value, "inpaint")))
         params = dict(parse_param(t, engine.spec) for t in args.param)
         if args.extend is not None:
             params.update(parse_extend(args.extend))
+        if args.image_guidance is not None:
+            params["image_guidance"] = args.image_guidance
+        model = args.model
+        if args.demo and model is None:
+            from engines.api import demo_model
+
+            model = demo_model(task.value, params)
         request = Request(
             task=task, image=image, mask=mask, prompt=args.prompt, negative_prompt=args.negative,
             guidance_scale=args.guidance, strength=args.strength, steps=args.steps, seed=args.seed, model=model,
@@ -221,10 +203,7 @@ def build(argv: list[str]):
     args = gui_parser().parse_args(argv)
     from editor.app import create_main_window
 
-    model = args.model
-    if args.demo and model is None:
-        model = str(demo_model_path("inpaint"))
-    return create_main_window(image=args.image, model=model, demo=args.demo)
+    return create_main_window(image=args.image, model=args.model, demo=args.demo)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,6 +217,37 @@ class GeneratePanel(QWidget):
         self.message.setText(text)
 
 
+class SliderField(QWidget):
+    """A slider for feel and a spin box for the exact value, kept in step: a float setting's control."""
+
+    valueChanged = Signal(float)
+
+    def __init__(self, minimum: float, maximum: float, step: float, value: float) -> None:
+        super().__init__()
+        self.step = step
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(round(minimum / step), round(maximum / step))
+        self.spin = QDoubleSpinBox()
+        self.spin.setRange(minimum, maximum)
+        self.spin.setSingleStep(step)
+        self.spin.setDecimals(max(0, len(f"{step:g}".partition(".")[2])))
+        self.slider.valueChanged.connect(lambda v: self.spin.setValue(v * self.step))
+        self.spin.valueChanged.connect(lambda v: self.slider.setValue(round(v / self.step)))
+        self.spin.valueChanged.connect(self.valueChanged)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.spin)
+        self.setValue(value)
+        self.setFocusProxy(self.slider)
+
+    def value(self) -> float:
+        return self.spin.value()
+
+    def setValue(self, value: float) -> None:
+        self.spin.setValue(value)
+
+
 def _buddy(text: str, widget: QWidget) -> QLabel:
     """A row label whose &-mnemonic focuses `widget` (QFormLayout only does this for single widgets)."""
     label = QLabel(text)
@@ -241,6 +272,8 @@ def _control_for(p: ParamSpec) -> QWidget:
         w.setSpecialValueText(p.special_value)
         w.setValue(int(p.default))
         return w
+    if p.type is float and p.minimum is not None and p.maximum is not None:
+        return SliderField(p.minimum, p.maximum, p.step or 0.1, float(p.default))
     if p.type is float:
         w = QDoubleSpinBox()
         w.setRange(p.minimum if p.minimum is not None else -1e9, p.maximum if p.maximum is not None else 1e9)
@@ -256,6 +289,6 @@ def _value_of(w: QWidget) -> Any:
         return w.currentText()
     if isinstance(w, QCheckBox):
         return w.isChecked()
-    if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+    if isinstance(w, (QSpinBox, QDoubleSpinBox, SliderField)):
         return w.value()
     return w.text()

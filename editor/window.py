@@ -15,7 +15,7 @@ from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_byte
 from editor.panel import GeneratePanel
 from editor.settings import Settings, log_folder
 from engines import registry
-from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, device_summary, is_offline, model_status
+from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, demo_model, device_summary, is_offline, model_status
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -315,7 +315,11 @@ class MainWindow(QMainWindow):
         self.status_device.setText(device_summary(self.settings.resolved("device"), self.settings.resolved("precision")))
 
     def model_for(self, task: str) -> str:
-        return self.model or self.settings.model_for(task) or default_model(task)
+        if self.model:
+            return self.model
+        if self.demo:
+            return demo_model(task, self.panel.params())
+        return self.settings.model_for(task) or default_model(task)
 
     def ensure_model(self, task: str) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
@@ -496,6 +500,9 @@ class MainWindow(QMainWindow):
             self.panel.show_done("Discarded")
             return
         label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
+        if result.candidates:
+            self.show_candidates(result, label)
+            return
         if result.image.shape != self.document.image.shape or result.offset != (0, 0):
             self.document.apply_resized(result.image, result.offset, label)
             self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
@@ -505,6 +512,17 @@ class MainWindow(QMainWindow):
         self.panel.show_done(f"Done in {result.seconds:.1f} s")
         self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
         self._update_device_status()
+
+    def show_candidates(self, result: Result, label: str) -> None:
+        """Variations side by side; the one picked becomes one undo step, nothing changes otherwise."""
+        from editor.candidates import CandidatesDialog
+
+        seeds = result.info.get("seeds") or list(range(len(result.candidates)))
+        self.candidates_dialog = CandidatesDialog(result.candidates, seeds, self)
+        self.candidates_dialog.chosen.connect(
+            lambda i: self.document.apply_result(result.candidates[i], result.box, f"{label} (seed {seeds[i]})"))
+        self.panel.show_done(f"{len(result.candidates)} versions: pick one")
+        self.candidates_dialog.open()
 
     def _on_failed(self, job_id: int, message: str) -> None:
         self.canvas.clear_preview()

@@ -317,3 +317,31 @@ def device_summary(device: str | None = None, dtype: str | None = None) -> str:
         total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
         return f"{torch.cuda.get_device_name(dev)} · {precision} · {used:.1f}/{total:.0f} GB"
     return f"{dev.type.upper()} · {precision}"
+
+
+# ---- demo mode: tiny random-weight models, built on first use ------------------------------------
+
+
+def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
+    """The folder of a tiny random-weight model for `task` (and, for edits, the chosen method), in
+    the user cache folder; written on first use. Everything runs for real; the pictures are noise."""
+    import shutil
+    from pathlib import Path
+
+    import platformdirs
+
+    from engines.testing import write_model
+
+    kind = {"inpaint": "inpaint", "uncrop": "inpaint"}.get(task)
+    if task == "edit":
+        kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
+    if kind is None:
+        raise InputError(f"There is no demo model for {task} yet.")
+    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
+    if not (folder / "model_index.json").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_model(partial, kind)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return str(folder)

@@ -119,3 +119,15 @@ def test_uncrop_headless(files):
     for extend, words in (("0,0,0,0", "all four sides are 0"), ("10,20", "four whole numbers")):
         done = sandcastle("run", "uncrop", "--image", files / "photo.png", "--extend", extend, "--demo", "--out", files / "x.png")
         assert done.returncode == 2 and words in done.stderr.strip().splitlines()[-1]
+
+
+def test_edit_headless_with_image_guidance(files):
+    done = sandcastle("run", "edit", "--image", files / "photo.png", "--prompt", "make it winter", "--image-guidance", "2.5",
+                      "--steps", "2", "--demo", "--out", files / "winter.png")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(files / "winter.png").size == (512, 512)
+    done = sandcastle("run", "edit", "--image", files / "photo.png", "--prompt", "make it winter", "--strength", "0", "--demo",
+                      "--out", files / "x.png")
+    assert done.returncode == 2 and "Strength must be above 0" in done.stderr
+    done = sandcastle("run", "edit", "--image", files / "photo.png", "--prompt", "x", "--image-guidance", "9", "--demo", "--out", files / "x.png")
+    assert done.returncode == 2 and "Image guidance must be at most 5" in done.stderr

@@ -1,0 +1,76 @@
+"""Prompt-guided edits in the window (demo mode: tiny models for each method)."""
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from scipy import ndimage
+
+from tests.qt.conftest import open_window, paint_stroke
+
+
+@pytest.fixture
+def edit_window(qtbot, tmp_path, photo):
+    win = open_window(qtbot, tmp_path, photo, "--demo", steps=2)
+    win.panel.task.setCurrentIndex(win.panel.task.findData("edit"))
+    qtbot.waitUntil(lambda: "image_guidance" in win.panel.param_widgets and win.panel.generate.isEnabled(), timeout=60000)
+    win.panel.prompt.setPlainText("make it winter")
+    yield win
+    win.runner.shutdown()
+    win.downloads.shutdown()
+
+
+def test_methods_and_the_image_guidance_slider(edit_window):
+    from PySide6.QtWidgets import QSlider
+
+    panel = edit_window.panel
+    assert [panel.param_widgets["method"].itemText(i) for i in range(2)] == ["instruct", "img2img"]
+    field = panel.param_widgets["image_guidance"]
+    assert isinstance(field.slider, QSlider) and field.value() == 1.5
+    field.slider.setValue(30)  # 3.0 in steps of 0.1
+    assert field.spin.value() == 3.0 and panel.params()["image_guidance"] == 3.0
+
+
+@pytest.mark.parametrize("method", ["instruct", "img2img"])
+def test_whole_picture_edit_is_one_undo_step(qtbot, edit_window, original, method):
+    win = edit_window
+    win.panel.param_widgets["method"].setCurrentText(method)
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
+    assert not np.array_equal(win.document.image, original)
+    assert win.document.undo_stack.count() == 1
+    win.document.undo_stack.undo()
+    assert np.array_equal(win.document.image, original)
+
+
+def test_masked_edit_changes_only_the_painted_part(qtbot, edit_window, original):
+    win = edit_window
+    paint_stroke(qtbot, win, [(200, 200), (300, 240)])
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        win.generate()
+    feather = win.panel.params()["feather"] + win.panel.params()["grow"]
+    far = ndimage.distance_transform_edt(win.document.mask < 128) > feather
+    assert np.array_equal(win.document.image[far], original[far])
+    assert not np.array_equal(win.document.image, original)
+
+
+def test_variations_side_by_side_pick_one(qtbot, edit_window, original):
+    win = edit_window
+    win.panel.param_widgets["variations"].setValue(3)
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        win.generate()
+    dialog = win.candidates_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    assert len(dialog.buttons) == 3 and np.array_equal(win.document.image, original)  # nothing applied before a pick
+    qtbot.mouseClick(dialog.buttons[1], Qt.LeftButton)
+    assert win.document.undo_stack.count() == 1 and "seed" in win.document.undo_stack.text(0)
+    picked = win.document.image.copy()
+    win.document.undo_stack.undo()
+    assert np.array_equal(win.document.image, original)
+
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        win.generate()
+    from PySide6.QtWidgets import QPushButton
+
+    qtbot.mouseClick(win.candidates_dialog.findChild(QPushButton, "discardCandidates"), Qt.LeftButton)
+    assert np.array_equal(win.document.image, original)
+    assert not np.array_equal(picked, original)
