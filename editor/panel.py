@@ -182,7 +182,20 @@ class GeneratePanel(QWidget):
             widget.setToolTip(p.help)
             self.param_widgets[p.name] = widget
             self.engine_form.addRow(p.label, widget)
+        for widget in self.param_widgets.values():  # controls that matter only for some choices follow them
+            for signal in ("currentIndexChanged", "toggled"):
+                if hasattr(widget, signal):
+                    getattr(widget, signal).connect(self._update_applicable)
+        self._update_applicable()
         self._update_buttons()
+
+    def _update_applicable(self, *_) -> None:
+        values = self.params()
+        for p in self.spec.params:
+            if p.when is not None:
+                self.param_widgets[p.name].setEnabled(values.get(p.when[0]) == p.when[1])
+        rule = self.spec.strength_when
+        self.strength.setEnabled(rule is None or values.get(rule[0]) == rule[1])
 
     def params(self) -> dict[str, Any]:
         return {name: _value_of(widget) for name, widget in self.param_widgets.items()}

@@ -63,6 +63,7 @@ class ParamSpec:
     step: float | None = None
     choices: tuple[str, ...] = ()
     special_value: str = ""  # shown instead of the minimum, when the minimum means "automatic"
+    when: tuple[str, str] | None = None  # used only when another parameter has this value, e.g. ("method", "instruct")
 
     def validate(self, value: Any) -> None:
         """Raise InputError with one sentence when `value` is not acceptable."""
@@ -94,6 +95,7 @@ class EngineSpec:
     params: tuple[ParamSpec, ...]
     default_model: str
     title: str = ""
+    strength_when: tuple[str, str] | None = None  # the common strength applies only when this parameter has this value
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

@@ -31,11 +31,12 @@ SPEC = EngineSpec(
     title="Edit",
     tasks=(Task.EDIT,),
     default_model=MODELS["instruct"],
+    strength_when=("method", "img2img"),
     params=(
         ParamSpec("method", str, "instruct", "Method", "instruct: InstructPix2Pix follows an instruction; img2img: any SD model redraws the picture "
                   "towards the prompt.", choices=("instruct", "img2img")),
         ParamSpec("image_guidance", float, 1.5, "Image guidance", "InstructPix2Pix: how closely to keep the original (higher keeps it closer).",
-                  1.0, 5.0, 0.1),
+                  1.0, 5.0, 0.1, when=("method", "instruct")),
         ParamSpec("variations", int, 1, "Variations", "How many versions to make with successive seeds; pick one.", 1, 8, 1),
         *(p for p in INPAINT_SPEC.params if p.name in ("padding", "feather", "grow", "color_match", "scheduler", "resolution", "preview")),
     ),

@@ -74,3 +74,13 @@ def test_variations_side_by_side_pick_one(qtbot, edit_window, original):
     qtbot.mouseClick(win.candidates_dialog.findChild(QPushButton, "discardCandidates"), Qt.LeftButton)
     assert np.array_equal(win.document.image, original)
     assert not np.array_equal(picked, original)
+
+
+def test_controls_follow_the_method(edit_window):
+    panel = edit_window.panel
+    panel.param_widgets["method"].setCurrentText("instruct")
+    assert panel.param_widgets["image_guidance"].isEnabled() and not panel.strength.isEnabled()
+    panel.param_widgets["method"].setCurrentText("img2img")
+    assert not panel.param_widgets["image_guidance"].isEnabled() and panel.strength.isEnabled()
+    edit_window.panel.task.setCurrentIndex(edit_window.panel.task.findData("inpaint"))
+    assert panel.strength.isEnabled()  # other tasks use strength as before
