@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("inpaint", "img2img", "instruct", "sdxl-inpaint", "sdxl")
+KINDS = ("inpaint", "img2img", "instruct", "sd2", "sdxl-inpaint", "sdxl")
 
 UNET_SIZES = {
     # block widths, layers per block, attention head dim, text width, native sample size (latent px)
@@ -94,6 +94,9 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
         # SDXL conditions on both text encoders (concatenated) plus pooled text and size "time ids".
         extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
                      projection_class_embeddings_input_dim=width // 2 + 6 * 8, transformer_layers_per_block=1)
+    if kind == "sd2":
+        # SD 2.x: linear projections in the transformer blocks and (for the 768 models) v-prediction.
+        extra = dict(use_linear_projection=True)
     unet = UNet2DConditionModel(
         in_channels={"inpaint": 9, "sdxl-inpaint": 9, "instruct": 8}.get(kind, 4), out_channels=4, down_block_types=down, up_block_types=up,
         cross_attention_dim=width, norm_num_groups=32, **u, **extra,
@@ -116,7 +119,8 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
             projection_dim=hidden,
         )
 
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1, prediction_type="v_prediction" if kind == "sd2" else "epsilon")
     if sdxl:
         cls = StableDiffusionXLInpaintPipeline if kind == "sdxl-inpaint" else StableDiffusionXLPipeline
         return cls(

@@ -26,7 +26,7 @@ def run(engine, req, cancel=None):
     return result, steps
 
 
-@pytest.mark.parametrize("kind", ["inpaint", "img2img", "sdxl-inpaint", "sdxl"])
+@pytest.mark.parametrize("kind", ["inpaint", "img2img", "sd2", "sdxl-inpaint", "sdxl"])
 def test_inpaint_changes_only_the_mask_and_its_feather(engine, model_dir, kind):
     h, w = 871, 1237
     image, mask = textured(h, w), blob_mask(h, w, seed=5)

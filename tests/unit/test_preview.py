@@ -68,3 +68,24 @@ def test_without_taesd_auto_falls_back_to_the_linear_map(tmp_path):
     previewer = preview.make_previewer("auto", "sd", torch.device("cpu"), torch.float32, taesd_source=str(tmp_path / "none"))
     assert previewer.name == "linear"
     assert preview.make_previewer("off", "sd", torch.device("cpu"), torch.float32) is None
+
+
+@pytest.mark.parametrize("name", ["DDIM", "Euler ancestral", "DPM++ 2M"])
+def test_x0_capture_with_v_prediction(name):
+    """SD 2.x 768 models predict v, not noise; the clean estimate must still be right."""
+    from diffusers import DDIMScheduler
+
+    from engines.models import make_scheduler
+
+    base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, prediction_type="v_prediction")
+    scheduler = make_scheduler(name, base.config)
+    scheduler.set_timesteps(10)
+    capture = preview.X0Capture(scheduler)
+    clean = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = scheduler.timesteps[0]
+    sample = scheduler.add_noise(clean, noise, t.reshape(1))
+    a = base.alphas_cumprod[int(t)]
+    v = a.sqrt() * noise - (1 - a).sqrt() * clean  # the same v whether the scheduler works in sigma or alpha form
+    scheduler.step(v, t, sample, return_dict=False)
+    assert torch.allclose(capture.x0, clean, atol=1e-3)
