@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from engines import imaging, models
+from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, InpaintEngine, generate_crop
+from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop
 
 MODELS = {"instruct": "timbrooks/instruct-pix2pix", "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 GUIDANCE = (1.0, 20.0)
@@ -45,9 +45,6 @@ SPEC = EngineSpec(
 
 class EditEngine:
     spec = SPEC
-
-    def __init__(self) -> None:
-        self._inpaint = InpaintEngine()  # for its previewer cache
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
@@ -87,7 +84,7 @@ class EditEngine:
             alpha = np.ones((height, width), np.float32)
         crop = imaging.crop(image, box)
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
-        previewer = self._inpaint._previewer(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
         results = []
         for k in range(p["variations"]):

@@ -61,9 +61,6 @@ SPEC = EngineSpec(
 class InpaintEngine:
     spec = SPEC
 
-    def __init__(self) -> None:
-        self._previewers: dict[tuple, Any] = {}
-
     # ---- validation: cheap, before any model is touched -------------------------------------
 
     def check(self, request: Request) -> None:
@@ -105,7 +102,7 @@ class InpaintEngine:
         alpha = imaging.feather_mask(crop_mask, p["feather"])
 
         # 2–3. Generate at the model's resolution, previewing every step.
-        previewer = self._previewer(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
         generated, size = generate_crop(
             loaded, request, p, imaging.prefill(crop_image, crop_mask), crop_mask, crop_image, alpha, previewer, box, on_step, cancel
         )
@@ -121,12 +118,6 @@ class InpaintEngine:
             info={"model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
                   "preview": getattr(previewer, "name", "off"), "device": str(device), "dtype": str(dtype).replace("torch.", "")},
         )
-
-    def _previewer(self, kind: str, family: str, device: torch.device, dtype: torch.dtype) -> Any:
-        key = (kind, family, str(device), str(dtype))
-        if key not in self._previewers:
-            self._previewers[key] = preview.make_previewer(kind, family, device, dtype)
-        return self._previewers[key]
 
 
 # ---- shared with the other inpainting-based engines (uncrop) -----------------------------------

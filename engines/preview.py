@@ -78,6 +78,17 @@ def find_taesd(family: str, device: torch.device, dtype: torch.dtype, source: st
     return TaesdPreview(decoder.to(device, dtype).eval())
 
 
+_PREVIEWERS: dict[tuple, Any] = {}
+
+
+def previewer_for(kind: str, family: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """make_previewer, kept per (kind, family, device, dtype): looking for TAESD once is enough."""
+    key = (kind, family, str(device), str(dtype))
+    if key not in _PREVIEWERS:
+        _PREVIEWERS[key] = make_previewer(kind, family, device, dtype)
+    return _PREVIEWERS[key]
+
+
 def make_previewer(kind: str, family: str, device: torch.device, dtype: torch.dtype, taesd_source: str | None = None):
     """The previewer for `kind` ("auto", "taesd", "linear" or "off"); auto prefers TAESD when installed."""
     if kind == "off":

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
-from engines import imaging
+from engines import imaging, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import DEFAULT_MODEL, SPEC as INPAINT_SPEC, InpaintEngine, generate_crop, load_for
+from engines.inpaint import DEFAULT_MODEL, SPEC as INPAINT_SPEC, generate_crop, load_for
 
 Box = tuple[int, int, int, int]
 SIDES = ("left", "top", "right", "bottom")
@@ -46,9 +46,6 @@ SPEC = EngineSpec(
 
 class UncropEngine:
     spec = SPEC
-
-    def __init__(self) -> None:
-        self._inpaint = InpaintEngine()  # for its previewer cache
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
@@ -87,7 +84,7 @@ class UncropEngine:
         window = p["resolution"] or loaded.native
         context = p["context"] or window // 2
         tiles = plan_tiles(known, (left, top, width, height), sides, window, min(context, window - 16))
-        previewer = self._inpaint._previewer(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
         # 3. Fill them one by one; every pass sees what the previous ones made.
         for k, box in enumerate(tiles, start=1):
