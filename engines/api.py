@@ -129,6 +129,7 @@ class Request:
     memory: str | None = None  # low-memory mode "off", "balanced", "lowest"; None = chosen from free memory
     allow_pickle: tuple[str, ...] = ()  # pickle-based model files the person explicitly allowed
     params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
+    hints: np.ndarray | None = None  # colorize: RGBA colour hints painted by the person (alpha = where)
     job_id: int = 0
 
 
@@ -334,7 +335,7 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
 
     from engines.testing import write_model
 
-    kind = {"inpaint": "inpaint", "uncrop": "inpaint"}.get(task)
+    kind = {"inpaint": "inpaint", "uncrop": "inpaint", "colorize": "img2img"}.get(task)
     if task == "edit":
         kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
     if kind is None:

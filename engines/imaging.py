@@ -355,3 +355,49 @@ def extend_canvas(image: np.ndarray, sides: Sides, method: str, seed: int = 0) -
         noise = np.clip(rng.normal(mean, std, canvas.shape), 0, 255).astype(np.uint8)
         return np.where(known[..., None], canvas, noise)
     raise ValueError(f"unknown pre-fill {method!r}")
+
+
+# ---- colour from the model, lightness from the photo (colorize) ------------------------------------
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """Lab L (0–100) of an RGB uint8 picture."""
+    return rgb_to_lab(rgb)[..., 0]
+
+
+def with_lightness(l_channel: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """RGB uint8 with exactly this lightness and as much of this colour as sRGB can show.
+
+    Colours outside the sRGB gamut are not clipped channel by channel (that would change their
+    lightness); their chroma is reduced until they fit, so the photo's own lightness survives."""
+    scale = np.ones(l_channel.shape, np.float64)
+    for _ in range(12):
+        lab = np.concatenate([l_channel[..., None], ab * scale[..., None]], axis=-1)
+        linear = _lab_to_linear(lab)
+        outside = ((linear < -1e-6) | (linear > 1 + 1e-6)).any(-1)
+        if not outside.any():
+            break
+        scale[outside] *= 0.8
+    else:
+        scale[outside] = 0.0  # grey of the same lightness is always in gamut
+    return lab_to_rgb(np.concatenate([l_channel[..., None], ab * scale[..., None]], axis=-1))
+
+
+def _lab_to_linear(lab: np.ndarray) -> np.ndarray:
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
+    return xyz @ _XYZ_TO_RGB.T
+
+
+def spread_hints(hints: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Colour hints (RGBA, alpha = painted) spread to their neighbourhood: Lab a/b of the nearby
+    hints (a normalised Gaussian average) and how strongly they apply there (0–1)."""
+    alpha = hints[..., 3].astype(np.float64) / 255.0
+    ab = rgb_to_lab(np.ascontiguousarray(hints[..., :3]))[..., 1:]
+    weight = ndimage.gaussian_filter(alpha, sigma)
+    spread = np.stack([ndimage.gaussian_filter(ab[..., c] * alpha, sigma) for c in range(2)], -1) / np.maximum(weight, 1e-9)[..., None]
+    # Full strength where the hints are dense (relative to the strongest spot, so a thin stroke
+    # counts as much as a broad one), fading to nothing a few sigmas away.
+    strength = np.clip(2.0 * weight / weight.max(), 0, 1) if weight.max() > 0 else weight
+    return spread, strength

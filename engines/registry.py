@@ -20,6 +20,7 @@ BUILTIN = {
     "inpaint": "engines.inpaint:InpaintEngine",
     "uncrop": "engines.uncrop:UncropEngine",
     "edit": "engines.edit:EditEngine",
+    "colorize": "engines.colorize:ColorizeEngine",
 }
 
 _lock = threading.Lock()
