@@ -45,6 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
     parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
+    parser.add_argument("--hints", metavar="HINTS.png", help="colorize: colour hints, an RGBA picture (opaque = hint) of the image's size")
     parser.add_argument("--image-guidance", type=float, help="edit (InstructPix2Pix): how closely to keep the original, 1 to 5")
     parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
@@ -125,8 +126,9 @@ def run_headless(argv: list[str]) -> int:
             from engines.api import demo_model
 
             model = demo_model(task.value, params)
+        hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
         request = Request(
-            task=task, image=image, mask=mask, prompt=args.prompt, negative_prompt=args.negative,
+            task=task, image=image, mask=mask, hints=hints, prompt=args.prompt, negative_prompt=args.negative,
             guidance_scale=args.guidance, strength=args.strength, steps=args.steps, seed=args.seed, model=model,
             device=args.device, dtype=args.dtype, params=params,
         )

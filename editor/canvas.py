@@ -60,6 +60,26 @@ class MaskOverlay(QGraphicsItem):
         painter.drawImage(QRectF(rect), tinted)
 
 
+class HintsOverlay(QGraphicsItem):
+    """The colour hints as painted: an RGBA layer drawn straight from the document's memory."""
+
+    def __init__(self, document: Document) -> None:
+        super().__init__()
+        self.document = document
+        self.setFlag(QGraphicsItem.ItemUsesExtendedStyleOption)
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(0, 0, *self.document.size)
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        hints = self.document.hints_qimage
+        if hints is None:
+            return
+        rect = option.exposedRect.toAlignedRect().intersected(QRect(0, 0, hints.width(), hints.height()))
+        if not rect.isEmpty():
+            painter.drawImage(QRectF(rect), hints, QRectF(rect))
+
+
 class CanvasView(QGraphicsView):
     """Shows one document. Left button paints (or erases) the mask; space-drag or the middle button
     pans; the wheel zooms at the cursor."""
@@ -81,12 +101,13 @@ class CanvasView(QGraphicsView):
         self.image_item = QGraphicsPixmapItem()
         self.image_item.setTransformationMode(Qt.SmoothTransformation)
         self.mask_item = MaskOverlay(document)
+        self.hints_item = HintsOverlay(document)
         self.preview_item = QGraphicsPixmapItem()
         self.preview_item.setTransformationMode(Qt.SmoothTransformation)
         self.preview_item.setVisible(False)
         self._preview_sheet: QPixmap | None = None  # uncrop: the passes' previews, added up
         # The preview lies above the mask overlay: while generating, the person watches the region form.
-        for z, item in enumerate((self.image_item, self.mask_item, self.preview_item)):
+        for z, item in enumerate((self.image_item, self.mask_item, self.hints_item, self.preview_item)):
             item.setZValue(z)
             self.scene().addItem(item)
         # The uncrop frame: the picture-to-be, drawn as a checkerboard under the picture.
@@ -100,6 +121,8 @@ class CanvasView(QGraphicsView):
         self._frame_side: str | None = None
         self.brush_size = 40
         self.erasing = False
+        self.layer = "mask"  # what the brush paints: the mask, or colour hints (colorize)
+        self.hint_colour = QColor(40, 120, 255)
         self._stroke_last: QPointF | None = None
         self._stroke_rect = QRect()
         self._space_held = False
@@ -110,12 +133,14 @@ class CanvasView(QGraphicsView):
         document.frameChanged.connect(self._on_frame_changed)
         document.imageChanged.connect(self._on_image_changed)
         document.maskChanged.connect(lambda rect: self.mask_item.update(QRectF(rect)))
+        document.hintsChanged.connect(lambda rect: self.hints_item.update(QRectF(rect)))
 
     # ---- document ---------------------------------------------------------------------------
 
     def _on_loaded(self) -> None:
         self.image_item.setPixmap(QPixmap.fromImage(to_qimage(self.document.image)))
         self.mask_item.prepareGeometryChange()
+        self.hints_item.prepareGeometryChange()
         self._on_frame_changed()
         self.clear_preview()
         self.fit()
@@ -224,11 +249,12 @@ class CanvasView(QGraphicsView):
         self.set_brush_size(max(self.brush_size + 1, round(self.brush_size * 1.2)))
 
     def _paint_segment(self, a: QPointF, b: QPointF) -> None:
-        painter = QPainter(self.document.mask_qimage)
+        painter = QPainter(self.document.layer_qimage(self.layer))
         painter.setRenderHint(QPainter.Antialiasing)
         if self.erasing:
             painter.setCompositionMode(QPainter.CompositionMode_Clear)
-        painter.setPen(QPen(QColor(0, 0, 0, 255), self.brush_size, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+        colour = self.hint_colour if self.layer == "hints" else QColor(0, 0, 0, 255)
+        painter.setPen(QPen(colour, self.brush_size, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
         if a == b:
             painter.drawPoint(a)
         else:
@@ -237,7 +263,7 @@ class CanvasView(QGraphicsView):
         r = self.brush_size / 2 + 2
         dirty = QRectF(a, b).normalized().adjusted(-r, -r, r, r).toAlignedRect()
         self._stroke_rect = self._stroke_rect.united(dirty)
-        self.document.maskChanged.emit(dirty)
+        self.document.notify(self.layer, dirty)
 
     def mousePressEvent(self, event) -> None:
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
@@ -248,8 +274,9 @@ class CanvasView(QGraphicsView):
             return
         if event.button() == Qt.LeftButton and self.document.has_image:
             pos = self.mapToScene(event.position().toPoint())
-            self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
-            self.document.begin_mask_edit()
+            if self.layer == "mask":
+                self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
+            self.document.begin_mask_edit(self.layer)
             self._stroke_last, self._stroke_rect = pos, QRect()
             self._paint_segment(pos, pos)
             return
@@ -281,7 +308,8 @@ class CanvasView(QGraphicsView):
             return
         if event.button() == Qt.LeftButton and self._stroke_last is not None:
             self._stroke_last = None
-            self.document.end_mask_edit(self._stroke_rect, "Erase mask" if self.erasing else "Paint mask")
+            what = "colour hint" if self.layer == "hints" else "mask"
+            self.document.end_mask_edit(self._stroke_rect, f"Erase {what}" if self.erasing else f"Paint {what}")
             return
         super().mouseReleaseEvent(event)
 

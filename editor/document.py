@@ -22,7 +22,7 @@ class RegionCommand(QUndoCommand):
 
     def _write(self, pixels: np.ndarray) -> None:
         r = self.rect
-        array = self.document.image if self.target == "image" else self.document.mask
+        array = getattr(self.document, self.target)
         array[r.y() : r.y() + r.height(), r.x() : r.x() + r.width()] = pixels
         self.document.notify(self.target, r)
 
@@ -64,6 +64,7 @@ class Document(QObject):
     loaded = Signal()  # a new picture (the size may have changed)
     imageChanged = Signal(QRect)
     maskChanged = Signal(QRect)
+    hintsChanged = Signal(QRect)
     pathChanged = Signal()
     resized = Signal()  # the picture changed size in place (uncrop, or undoing it)
     frameChanged = Signal()  # the uncrop frame: pixels to add on each side
@@ -97,11 +98,20 @@ class Document(QObject):
         self.loaded.emit()
         self.pathChanged.emit()
 
-    def _set_mask(self, mask: np.ndarray) -> None:
-        # The canvas paints straight into this memory through the QImage that wraps it.
+    def _set_mask(self, mask: np.ndarray, hints: np.ndarray | None = None) -> None:
+        # The canvas paints straight into this memory through the QImages that wrap it.
         self.mask = np.ascontiguousarray(mask)
         h, w = self.mask.shape
         self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
+        self.hints = np.ascontiguousarray(hints) if hints is not None else np.zeros((h, w, 4), np.uint8)
+        self.hints_qimage = QImage(self.hints.data, w, h, self.hints.strides[0], QImage.Format_RGBA8888)
+
+    def layer_qimage(self, layer: str) -> QImage:
+        return self.mask_qimage if layer == "mask" else self.hints_qimage
+
+    @property
+    def has_hints(self) -> bool:
+        return bool(self.hints[..., 3].any())
 
     def set_frame(self, sides: tuple[int, int, int, int]) -> None:
         sides = tuple(max(0, int(v)) for v in sides)
@@ -116,14 +126,16 @@ class Document(QObject):
         h, w = self.mask.shape
         mask = np.zeros(image.shape[:2], np.uint8)
         mask[top : top + h, left : left + w] = self.mask
-        before = (self.image, self.mask.copy(), self.frame)
-        after = (np.array(image, dtype=np.uint8, order="C"), mask, (0, 0, 0, 0))
+        hints = np.zeros((*image.shape[:2], 4), np.uint8)
+        hints[top : top + h, left : left + w] = self.hints
+        before = (self.image, self.mask.copy(), self.hints.copy(), self.frame)
+        after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0))
         self._swap_pixels(*after)
         self.undo_stack.push(ResizeCommand(text, self, before, after))
 
-    def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, frame: tuple[int, int, int, int]) -> None:
+    def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, hints: np.ndarray, frame: tuple[int, int, int, int]) -> None:
         self.image = image.copy()  # the command keeps its own copy, whatever later steps do in place
-        self._set_mask(mask.copy())
+        self._set_mask(mask.copy(), hints.copy())
         self.version += 1
         self.set_frame(frame)
         self.resized.emit()
@@ -153,32 +165,44 @@ class Document(QObject):
         if target == "image":
             self.version += 1
             self.imageChanged.emit(QRect(rect))
+        elif target == "hints":
+            self.hintsChanged.emit(QRect(rect))
         else:
             self.maskChanged.emit(QRect(rect))
 
     # ---- mask edits -------------------------------------------------------------------------
 
-    def begin_mask_edit(self) -> None:
-        self._mask_before = self.mask.copy()
+    def begin_mask_edit(self, layer: str = "mask") -> None:
+        """Start an edit of the mask or the colour-hints layer (painted in place by the canvas)."""
+        self._edit_layer = layer
+        self._mask_before = getattr(self, layer).copy()
 
     def end_mask_edit(self, rect: QRect, text: str) -> None:
         """Close an edit started by begin_mask_edit: the pixels changed inside `rect` become one undo step."""
         before, self._mask_before = self._mask_before, None
+        layer = getattr(self, "_edit_layer", "mask")
         rect = rect.intersected(self.full_rect())
         if before is None or rect.isEmpty():
             return
         sl = np.s_[rect.y() : rect.y() + rect.height(), rect.x() : rect.x() + rect.width()]
-        if np.array_equal(before[sl], self.mask[sl]):
+        now = getattr(self, layer)
+        if np.array_equal(before[sl], now[sl]):
             return
-        self.undo_stack.push(RegionCommand(text, "mask", self, rect, before[sl].copy(), self.mask[sl].copy()))
+        self.undo_stack.push(RegionCommand(text, layer, self, rect, before[sl].copy(), now[sl].copy()))
 
     def clear_mask(self) -> None:
-        if not self.mask.any():
+        self._clear("mask", "Clear mask")
+
+    def clear_hints(self) -> None:
+        self._clear("hints", "Clear colour hints")
+
+    def _clear(self, layer: str, text: str) -> None:
+        if not getattr(self, layer).any():
             return
-        self.begin_mask_edit()
-        self.mask[:] = 0
-        self.maskChanged.emit(self.full_rect())
-        self.end_mask_edit(self.full_rect(), "Clear mask")
+        self.begin_mask_edit(layer)
+        getattr(self, layer)[:] = 0
+        self.notify(layer, self.full_rect())
+        self.end_mask_edit(self.full_rect(), text)
 
     # ---- results ----------------------------------------------------------------------------
 

@@ -176,6 +176,7 @@ class GeneratePanel(QWidget):
             self.engine_form.removeRow(0)
         self.param_widgets.clear()
         self.spec = spec
+        self.strength.setValue(spec.default_strength)
         for p in spec.params:
             widget = _control_for(p)
             widget.setObjectName(f"param_{p.name}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QImage, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QWidget
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton, QWidget
 
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
 from editor.document import Document
@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         stack.redoTextChanged.connect(self._on_redo_text)
         edit_menu.addSeparator()
         edit_menu.addAction(self._action("&Clear mask", self.document.clear_mask, "Ctrl+Shift+X"))
+        edit_menu.addAction(self._action("Clear colour &hints", self.document.clear_hints))
         self.generate_action = self._action("&Generate", self.generate, "Ctrl+Return")
         self.cancel_action = self._action("Ca&ncel generation", self.cancel, "Esc")
         edit_menu.addSeparator()
@@ -159,12 +160,18 @@ class MainWindow(QMainWindow):
         tools = QToolBar("Tools", objectName="tools")
         tools.setMovable(False)
         self.addToolBar(Qt.TopToolBarArea, tools)
-        self.brush_action = self._action("&Brush", lambda: self._set_eraser(False), "B", "Paint the mask")
-        self.eraser_action = self._action("&Eraser", lambda: self._set_eraser(True), "E", "Erase the mask")
-        for a in (self.brush_action, self.eraser_action):
+        self.brush_action = self._action("&Brush", lambda: self._set_tool("mask", False), "B", "Paint the mask")
+        self.eraser_action = self._action("&Eraser", lambda: self._set_tool(self.canvas.layer, True), "E", "Erase what the brush paints")
+        self.hint_action = self._action("&Hint", lambda: self._set_tool("hints", False), "H", "Paint colour hints (Colorize)")
+        for a in (self.brush_action, self.eraser_action, self.hint_action):
             a.setCheckable(True)
             tools.addAction(a)
         self.brush_action.setChecked(True)
+        self.hint_colour = QToolButton(objectName="hintColour")
+        self.hint_colour.setToolTip("Colour of the hint brush")
+        self.hint_colour.clicked.connect(self.choose_hint_colour)
+        tools.addWidget(self.hint_colour)
+        self._show_hint_colour()
         tools.addWidget(QLabel("  Size "))
         self.brush_size = QSpinBox(objectName="brushSize")
         self.brush_size.setRange(MIN_BRUSH, MAX_BRUSH)
@@ -187,10 +194,30 @@ class MainWindow(QMainWindow):
     def _on_redo_text(self, text: str) -> None:
         self.redo_button.setToolTip(f"Redo {text} (Ctrl+Shift+Z)")
 
-    def _set_eraser(self, erasing: bool) -> None:
-        self.canvas.erasing = erasing
-        self.brush_action.setChecked(not erasing)
+    def _set_tool(self, layer: str, erasing: bool) -> None:
+        self.canvas.layer, self.canvas.erasing = layer, erasing
+        self.brush_action.setChecked(layer == "mask" and not erasing)
+        self.hint_action.setChecked(layer == "hints" and not erasing)
         self.eraser_action.setChecked(erasing)
+
+    def choose_hint_colour(self) -> None:
+        from PySide6.QtWidgets import QColorDialog
+
+        colour = QColorDialog.getColor(self.canvas.hint_colour, self, "Hint colour")
+        if colour.isValid():
+            self.set_hint_colour(colour)
+
+    def set_hint_colour(self, colour) -> None:
+        self.canvas.hint_colour = colour
+        self._show_hint_colour()
+        self._set_tool("hints", False)
+
+    def _show_hint_colour(self) -> None:
+        from PySide6.QtGui import QIcon, QPixmap
+
+        swatch = QPixmap(18, 18)
+        swatch.fill(self.canvas.hint_colour)
+        self.hint_colour.setIcon(QIcon(swatch))
 
     def _build_status(self) -> None:
         self.status_size = QLabel()
@@ -453,6 +480,7 @@ class MainWindow(QMainWindow):
             dtype=self.settings.resolved("precision"),
             memory=self.settings.resolved("memory"),
             allow_pickle=tuple(self.settings["pickle_allowed"]),
+            hints=self.document.hints.copy() if p.current_task() == "colorize" and self.document.has_hints else None,
             params=p.params(),
             job_id=job_id,
         )

@@ -96,6 +96,7 @@ class EngineSpec:
     default_model: str
     title: str = ""
     strength_when: tuple[str, str] | None = None  # the common strength applies only when this parameter has this value
+    default_strength: float = 1.0  # what the strength control starts at for this engine
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

@@ -32,6 +32,7 @@ SPEC = EngineSpec(
     title="Colorize",
     tasks=(Task.COLORIZE,),
     default_model=DEFAULT_MODEL,
+    default_strength=0.75,  # at 1 img2img would ignore the picture's structure; the colour must follow it
     params=(
         ParamSpec("saturation", float, 1.0, "Saturation", "How colourful the result is: 0 stays grey, 1 as generated, 2 twice as vivid.", 0.0, 2.0, 0.05),
         ParamSpec("hint_spread", int, 24, "Hint reach", "How far, in pixels, a colour hint pulls the colours around it.", 1, 256, 1),

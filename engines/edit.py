@@ -32,6 +32,7 @@ SPEC = EngineSpec(
     tasks=(Task.EDIT,),
     default_model=MODELS["instruct"],
     strength_when=("method", "img2img"),
+    default_strength=0.6,
     params=(
         ParamSpec("method", str, "instruct", "Method", "instruct: InstructPix2Pix follows an instruction; img2img: any SD model redraws the picture "
                   "towards the prompt.", choices=("instruct", "img2img")),

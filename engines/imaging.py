@@ -78,6 +78,23 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(mask)
 
 
+def load_hints(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    """Colour hints as RGBA uint8: an RGBA file's opaque pixels, or an RGB file's non-black ones."""
+    name = Path(path).name
+    try:
+        with Image.open(path) as im:
+            rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+            if "A" not in im.getbands():
+                rgba[..., 3] = np.where(rgba[..., :3].any(-1), 255, 0)
+    except FileNotFoundError:
+        raise InputError(f"There is no hints file called {name}.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name} could not be read as colour hints ({_short(exc)}).") from None
+    if (rgba.shape[1], rgba.shape[0]) != tuple(size):
+        raise InputError(f"The hints are {rgba.shape[1]}×{rgba.shape[0]} but the image is {size[0]}×{size[1]}; they must be the same size.")
+    return rgba
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
     """Write through a temporary file and rename, so an existing file is never left truncated."""
     path = Path(path)

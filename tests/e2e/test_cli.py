@@ -131,3 +131,18 @@ def test_edit_headless_with_image_guidance(files):
     assert done.returncode == 2 and "Strength must be above 0" in done.stderr
     done = sandcastle("run", "edit", "--image", files / "photo.png", "--prompt", "x", "--image-guidance", "9", "--demo", "--out", files / "x.png")
     assert done.returncode == 2 and "Image guidance must be at most 5" in done.stderr
+
+
+def test_colorize_headless_with_hints(files, photo):
+    grey = Image.fromarray(photo.mean(-1).astype(np.uint8), "L")
+    grey.save(files / "grey.png")
+    hints = np.zeros((512, 512, 4), np.uint8)
+    hints[100:120, 100:200] = (255, 0, 0, 255)
+    Image.fromarray(hints, "RGBA").save(files / "hints.png")
+    done = sandcastle("run", "colorize", "--image", files / "grey.png", "--hints", files / "hints.png", "--prompt", "red car",
+                      "--strength", "0.8", "--steps", "2", "--demo", "--out", files / "colour.png")
+    assert done.returncode == 0, done.stderr
+    out = Image.open(files / "colour.png")
+    assert out.mode == "RGB" and out.size == (512, 512)
+    done = sandcastle("run", "colorize", "--image", files / "grey.png", "--hints", files / "small-mask.png", "--demo", "--out", files / "x.png")
+    assert done.returncode == 2 and "same size" in done.stderr
