@@ -3,6 +3,7 @@
     python main.py [IMAGE] [--model ID_OR_PATH] [--demo]      open the editor
     python main.py run TASK --image IN ... --out OUT          run one engine headless
     python main.py demo-model DIR --kind KIND                 write a tiny random-weight model
+    python main.py convert-diffae CKPT OUT.safetensors        convert an official DiffAE checkpoint
 
 Exit codes of `run`: 0 success, 2 bad input (one line on stderr), 3 model unavailable,
 1 anything else (out of memory, an unexpected failure).
@@ -185,6 +186,24 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
     download_model(status.location, status.components, show, CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
 
+def convert_diffae(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sandcastle convert-diffae",
+                                     description="Convert an official DiffAE checkpoint (autoencoder or attribute classifier) to safetensors.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("out")
+    args = parser.parse_args(argv)
+    from engines.api import InputError
+    from engines.diffae.convert import convert
+
+    try:
+        kind = convert(args.checkpoint, args.out)
+    except InputError as exc:
+        print(f"sandcastle: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the {kind} to {args.out}", file=sys.stderr)
+    return 0
+
+
 def write_demo_model(argv: list[str]) -> int:
     args = demo_parser().parse_args(argv)
     from engines.testing import write_model
@@ -214,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_headless(argv[1:])
     if argv and argv[0] == "demo-model":
         return write_demo_model(argv[1:])
+    if argv and argv[0] == "convert-diffae":
+        return convert_diffae(argv[1:])
     from editor.app import run_app
 
     return run_app(argv, build)

@@ -1,0 +1,79 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engines.api import InputError
+from engines.diffae.convert import convert
+from engines.diffae.model import DiffAE
+from tests.unit.test_diffae_model import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lightning_checkpoint(model_state, extra_state=None, hyper=None):
+    """The layout of the official files: a Lightning wrapper, the live model under model., EMA under ema_model."""
+    state = {f"model.{k}": v.clone() + 1 for k, v in model_state.items()}
+    state.update({f"ema_model.{k}": v for k, v in model_state.items()})
+    state.update(extra_state or {})
+    return {"epoch": 3, "global_step": 12000, "pytorch-lightning_version": "1.4.5", "state_dict": state,
+            "hyper_parameters": hyper or {"conf": {"net_ch": 32, "beatgans_gen_type": "ddim", "T": 1000}},
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4}]}], "lr_schedulers": []}
+
+
+def test_autoencoder_round_trip_takes_the_ema_weights(tmp_path):
+    torch.manual_seed(0)
+    original = DiffAE(TINY)
+    torch.save(lightning_checkpoint(original.state_dict()), tmp_path / "last.ckpt")
+    assert convert(tmp_path / "last.ckpt", tmp_path / "diffae.safetensors") == "autoencoder"
+    loaded = DiffAE(TINY)
+    loaded.load_state_dict(load_file(str(tmp_path / "diffae.safetensors")), strict=True)
+    for k, v in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k  # the EMA copy, not model.* (which differs by 1)
+
+
+def test_classifier_round_trip(tmp_path):
+    state = {"classifier.weight": torch.randn(40, 512), "classifier.bias": torch.randn(40),
+             "conds_mean": torch.randn(1, 512), "conds_std": torch.rand(1, 512) + 0.5}
+    torch.save(lightning_checkpoint({"x": torch.zeros(1)}, state), tmp_path / "cls.ckpt")
+    assert convert(tmp_path / "cls.ckpt", tmp_path / "cls.safetensors") == "classifier"
+    out = load_file(str(tmp_path / "cls.safetensors"))
+    assert torch.equal(out["weight"], state["classifier.weight"]) and out["mean"].shape == (512,)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/sandcastle-pickle-ran")
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(tmp_path):
+    MARKER.unlink(missing_ok=True)
+    torch.manual_seed(0)
+    torch.save(lightning_checkpoint(DiffAE(TINY).state_dict(), hyper={"conf": RunsCode()}), tmp_path / "evil.ckpt")
+    MARKER.unlink(missing_ok=True)
+    with pytest.raises(InputError, match="carries pickled Python objects"):
+        convert(tmp_path / "evil.ckpt", tmp_path / "out.safetensors")
+    assert not MARKER.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_not_a_diffae_checkpoint(tmp_path):
+    torch.save({"state_dict": {"model.w": torch.zeros(2)}}, tmp_path / "other.ckpt")
+    with pytest.raises(InputError, match="no EMA weights"):
+        convert(tmp_path / "other.ckpt", tmp_path / "o.safetensors")
+
+
+def test_command_line(tmp_path):
+    torch.save(lightning_checkpoint(DiffAE(TINY).state_dict()), tmp_path / "last.ckpt")
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "convert-diffae", str(tmp_path / "last.ckpt"), str(tmp_path / "d.safetensors")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "autoencoder" in done.stderr and (tmp_path / "d.safetensors").is_file()
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "convert-diffae", str(tmp_path / "nope.ckpt"), str(tmp_path / "x")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no checkpoint called nope.ckpt" in done.stderr
