@@ -47,6 +47,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
     parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
     parser.add_argument("--hints", metavar="HINTS.png", help="colorize: colour hints, an RGBA picture (opaque = hint) of the image's size")
+    parser.add_argument("--attribute", action="append", default=[], metavar="NAME=AMOUNT", help="attributes: e.g. Smiling=0.3 (repeatable)")
+    parser.add_argument("--region", metavar="X,Y,SIZE", help="attributes: the square face region (default: the whole picture)")
     parser.add_argument("--image-guidance", type=float, help="edit (InstructPix2Pix): how closely to keep the original, 1 to 5")
     parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
@@ -60,7 +62,7 @@ def demo_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="sandcastle demo-model", description="Write a tiny random-weight model in diffusers format.")
     parser.add_argument("dir")
-    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--kind", required=True, choices=KINDS + ("diffae",))
     parser.add_argument("--size", default="tiny", choices=("tiny", "small", "sd15"))
     return parser
 
@@ -86,6 +88,16 @@ def parse_param(text: str, spec) -> tuple[str, object]:
         return name, p.type(raw)
     except ValueError:
         raise InputError(f"{p.label} must be a {p.type.__name__}, not {raw!r}.") from None
+
+
+def parse_region(text: str) -> dict[str, int]:
+    from engines.api import InputError
+
+    try:
+        x, y, size = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--region takes X,Y,SIZE in pixels (like 120,40,256), not {text!r}.") from None
+    return {"region_x": x, "region_y": y, "region_size": size}
 
 
 def parse_extend(text: str) -> dict[str, int]:
@@ -122,6 +134,10 @@ def run_headless(argv: list[str]) -> int:
             params.update(parse_extend(args.extend))
         if args.image_guidance is not None:
             params["image_guidance"] = args.image_guidance
+        if args.attribute:
+            params["attributes"] = ",".join(args.attribute)
+        if args.region:
+            params.update(parse_region(args.region))
         model = args.model
         if args.demo and model is None:
             from engines.api import demo_model
@@ -206,9 +222,9 @@ def convert_diffae(argv: list[str]) -> int:
 
 def write_demo_model(argv: list[str]) -> int:
     args = demo_parser().parse_args(argv)
-    from engines.testing import write_model
+    from engines.testing import write_diffae, write_model
 
-    folder = write_model(args.dir, args.kind, args.size)
+    folder = write_diffae(args.dir) if args.kind == "diffae" else write_model(args.dir, args.kind, args.size)
     print(f"wrote a random-weight {args.kind} model ({args.size}) to {folder}", file=sys.stderr)
     return 0
 

@@ -334,18 +334,20 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
 
     import platformdirs
 
-    from engines.testing import write_model
+    from engines.testing import write_diffae, write_model
 
     kind = {"inpaint": "inpaint", "uncrop": "inpaint", "colorize": "img2img"}.get(task)
     if task == "edit":
         kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
+    if task == "attributes":
+        kind = "diffae"
     if kind is None:
         raise InputError(f"There is no demo model for {task} yet.")
     folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
-    if not (folder / "model_index.json").is_file():
+    if not ((folder / "model_index.json").is_file() or (folder / "autoencoder.safetensors").is_file()):
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        write_model(partial, kind)
+        write_diffae(partial) if kind == "diffae" else write_model(partial, kind)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     return str(folder)

@@ -21,6 +21,7 @@ BUILTIN = {
     "uncrop": "engines.uncrop:UncropEngine",
     "edit": "engines.edit:EditEngine",
     "colorize": "engines.colorize:ColorizeEngine",
+    "attributes": "engines.diffae.engine:AttributesEngine",
 }
 
 _lock = threading.Lock()

@@ -250,3 +250,40 @@ def write_single_file(model_folder: str | Path, out: str | Path) -> Path:
     state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in text.items()})
     save_file({k: v.contiguous() for k, v in state.items()}, str(out))
     return out
+
+
+# ---- DiffAE ----------------------------------------------------------------------------------------
+
+DIFFAE_TINY = dict(image_size=32, channels=32, channel_mult=[1, 2], encoder_channel_mult=[1, 2], num_res_blocks=1,
+                   attention_resolutions=[16], embed_channels=64, style_channels=16, groups=8)
+
+
+def build_diffae(seed: int = 0):
+    """A tiny DiffAE with random weights. Its last convolution is scaled down so the noise
+    prediction is small and smooth, as a trained model's is near its data (the real network starts
+    that layer at zero); with a full-size random output, DDIM inversion has nothing to be faithful to."""
+    from engines.diffae.model import DiffAE, DiffAEConfig
+
+    torch.manual_seed(seed)
+    model = DiffAE(DiffAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in DIFFAE_TINY.items()}))
+    with torch.no_grad():
+        model.out[2].weight.mul_(0.05)
+        model.out[2].bias.zero_()
+    return model
+
+
+def write_diffae(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny DiffAE model folder as the Attributes engine reads it: autoencoder, classifier (40
+    attributes over z_sem), config."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build_diffae(seed)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "autoencoder.safetensors"))
+    dim = DIFFAE_TINY["style_channels"]
+    g = torch.Generator().manual_seed(seed + 1)
+    save_file({"weight": torch.randn(40, dim, generator=g), "bias": torch.randn(40, generator=g),
+               "mean": torch.randn(dim, generator=g) * 0.1, "std": torch.rand(dim, generator=g) + 0.5}, str(folder / "classifier.safetensors"))
+    (folder / "config.json").write_text(json.dumps(DIFFAE_TINY))
+    return folder

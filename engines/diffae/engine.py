@@ -1,0 +1,159 @@
+"""Attribute sliders: move a face along learned directions (smile, age, hair…) with DiffAE.
+
+Top to bottom:
+1. The region: a square (x, y, size) of the picture, or the whole picture, scaled to the model's
+   size (256 for FFHQ-256). Results are best on aligned, centred faces.
+2. Encode: z_sem from the semantic encoder, x_T by deterministic DDIM inversion conditioned on
+   z_sem. Both are cached per region and model, so moving a slider only decodes.
+3. Move z_sem along the classifier's unit directions (normalised space, see sampling.move).
+4. Decode with DDIM, a preview per step, scale back and paste through a feathered square.
+
+Model files: a folder with `autoencoder.safetensors` and `classifier.safetensors`, made from the
+official checkpoints with `sandcastle convert-diffae` (see MISSING below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines import imaging, models
+from engines.api import (CancelToken, EngineSpec, InputError, ModelUnavailable, ParamSpec, Request, Result, StepCallback, StepPreview,
+                         Task, check_common)
+from engines.diffae import sampling
+from engines.diffae.model import DiffAE, DiffAEConfig
+
+ATTRIBUTES = tuple(resources.files("resources").joinpath("celeba_attributes.txt").read_text().split())
+MISSING = (
+    "DiffAE weights are not installed. Download the ffhq256_autoenc and ffhq256_autoenc_cls checkpoints (last.ckpt) from the links "
+    "in the README of github.com/phizaz/diffae, convert them with: sandcastle convert-diffae ffhq256_autoenc/last.ckpt "
+    "autoencoder.safetensors and sandcastle convert-diffae ffhq256_autoenc_cls/last.ckpt classifier.safetensors, put both in one folder "
+    "and choose that folder for Attributes in Tools → Models (or pass --model FOLDER)."
+)
+
+SPEC = EngineSpec(
+    id="attributes",
+    title="Attributes",
+    tasks=(Task.ATTRIBUTES,),
+    default_model="",
+    params=(
+        ParamSpec("attributes", str, "", "Attributes", "NAME=AMOUNT pairs, comma-separated, e.g. Smiling=0.3,Young=-0.2 (amounts about −0.5 to 0.5)."),
+        ParamSpec("region_x", int, 0, "Region x", "Left edge of the square face region.", 0, 100000, 1),
+        ParamSpec("region_y", int, 0, "Region y", "Top edge of the square face region.", 0, 100000, 1),
+        ParamSpec("region_size", int, 0, "Region size", "Side of the square face region; 0 uses the whole picture.", 0, 100000, 1,
+                  special_value="Whole picture"),
+        ParamSpec("inversion_steps", int, 100, "Inversion steps", "DDIM steps to find the picture's noise code (more is more faithful).", 10, 1000, 10),
+        ParamSpec("feather", int, 12, "Feather radius", "Soft edge of the pasted region, in pixels.", 0, 256, 1),
+    ),
+)
+
+
+def parse_attributes(text: str, names: tuple[str, ...] = ATTRIBUTES) -> dict[int, float]:
+    amounts: dict[int, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in names:
+            close = [n for n in names if n.lower() == name.strip().lower()]
+            hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(names[:6])}…"
+            raise InputError(f"Unknown attribute {name.strip()!r}{hint}")
+        try:
+            amounts[names.index(name.strip())] = float(value)
+        except ValueError:
+            raise InputError(f"The amount for {name.strip()} must be a number, not {value!r}.") from None
+    return amounts
+
+
+class AttributesEngine:
+    spec = SPEC
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, tuple] = {}
+        self._codes: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # region → (z_sem, x_T)
+
+    def check(self, request: Request) -> None:
+        check_common(request, self.spec)
+        p = {**self.spec.defaults(), **request.params}
+        parse_attributes(p["attributes"])
+        h, w = request.image.shape[:2]
+        if p["region_size"] and (p["region_x"] + p["region_size"] > w or p["region_y"] + p["region_size"] > h):
+            raise InputError(f"The face region {p['region_x']},{p['region_y']} of side {p['region_size']} goes outside the {w}×{h} picture.")
+        folder = Path(request.model or "")
+        if not request.model or not (folder / "autoencoder.safetensors").is_file() or not (folder / "classifier.safetensors").is_file():
+            raise ModelUnavailable(MISSING)
+
+    def _load(self, folder: str, device: torch.device, dtype: torch.dtype):
+        key = (folder, str(device), str(dtype))
+        if key not in self._loaded:
+            from safetensors.torch import load_file
+
+            config_file = Path(folder) / "config.json"
+            config = DiffAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(config_file.read_text()).items()}) \
+                if config_file.is_file() else DiffAEConfig()
+            model = DiffAE(config)
+            try:
+                model.load_state_dict(load_file(str(Path(folder) / "autoencoder.safetensors")), strict=True)
+                classifier = load_file(str(Path(folder) / "classifier.safetensors"))
+            except Exception as exc:
+                raise ModelUnavailable(f"The DiffAE files in {folder} do not fit the model ({str(exc).splitlines()[0][:200]}).") from None
+            model = model.to(device, dtype).eval()
+            classifier = {k: v.to(device, dtype) for k, v in classifier.items()}
+            self._loaded = {key: (model, classifier)}  # one DiffAE at a time
+        return self._loaded[key]
+
+    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
+        started = time.perf_counter()
+        p = {**self.spec.defaults(), **request.params}
+        cancel.raise_if_cancelled()
+        device = models.pick_device(request.device)
+        dtype = models.pick_dtype(device, request.dtype) if request.dtype else torch.float32  # DiffAE was trained in fp32
+        model, classifier = self._load(request.model, device, dtype)
+        size = model.cfg.image_size
+
+        # 1. The region.
+        image = request.image
+        h, w = image.shape[:2]
+        box = (p["region_x"], p["region_y"], p["region_size"], p["region_size"]) if p["region_size"] else (0, 0, w, h)
+        crop = imaging.crop(image, box)
+        x = sampling.to_tensor(imaging.resize(crop, (size, size)), dtype, device)
+
+        # 2. Codes, cached per region.
+        key = (request.model, str(dtype), p["inversion_steps"], hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest())
+        cached = key in self._codes
+        if cached:
+            self._codes.move_to_end(key)
+            z, x_t = self._codes[key]
+        else:
+            z = model.encoder(x)
+            x_t = sampling.invert(model, x, z, p["inversion_steps"], cancel.raise_if_cancelled)
+            self._codes[key] = (z, x_t)
+            while len(self._codes) > 8:
+                self._codes.popitem(last=False)
+
+        # 3. The move.
+        amounts = parse_attributes(p["attributes"])
+        moved = sampling.move(z, classifier["weight"], classifier["mean"], classifier["std"], amounts) if amounts else z
+
+        # 4. Decode with previews, then paste back.
+        last = [time.perf_counter()]
+
+        def show(i: int, n: int, x0: torch.Tensor) -> None:
+            now = time.perf_counter()
+            on_step(StepPreview(request.job_id, i, n, imaging.resize(sampling.to_image(x0), (box[2], box[3])), box, now - last[0]))
+            last[0] = now
+            cancel.raise_if_cancelled()
+
+        out = sampling.decode(model, x_t, moved, request.steps, show)
+        generated = imaging.resize(sampling.to_image(out), (box[2], box[3]))
+        square = np.zeros((box[3], box[2]), np.uint8)
+        f = p["feather"]
+        square[f : box[3] - f, f : box[2] - f] = 255  # the feather ramps inside the region, never outside it
+        alpha = imaging.feather_mask(square, f) if p["region_size"] else np.ones((box[3], box[2]), np.float32)
+        return Result(image=imaging.paste_back(image, generated, box, alpha), box=box, seconds=time.perf_counter() - started,
+                      info={"attributes": {ATTRIBUTES[i]: a for i, a in amounts.items()}, "cached": cached})
