@@ -87,6 +87,7 @@ class CanvasView(QGraphicsView):
     brushSizeChanged = Signal(int)
     zoomChanged = Signal(float)
     maskVisibleChanged = Signal(bool)
+    regionChosen = Signal(int, int, int)  # attributes: a square x, y, size
 
     def __init__(self, document: Document, parent=None) -> None:
         super().__init__(parent)
@@ -118,6 +119,13 @@ class CanvasView(QGraphicsView):
         self.frame_item.setVisible(False)
         self.scene().addItem(self.frame_item)
         self.frame_mode = False  # True for the Uncrop task: dragging moves the frame's sides
+        self.region_mode = False  # True for Attributes: dragging marks a square face region
+        self.region_item = QGraphicsRectItem()
+        self.region_item.setPen(QPen(QColor(80, 220, 120), 0, Qt.DashLine))
+        self.region_item.setZValue(10)
+        self.region_item.setVisible(False)
+        self.scene().addItem(self.region_item)
+        self._region_start: QPointF | None = None
         self._frame_side: str | None = None
         self.brush_size = 40
         self.erasing = False
@@ -155,6 +163,18 @@ class CanvasView(QGraphicsView):
         self.frame_item.setRect(rect)
         self.frame_item.setVisible(self.frame_mode and any(self.document.frame))
         self.scene().setSceneRect(rect.united(QRectF(0, 0, *self.document.size)))
+
+    def set_region_mode(self, on: bool) -> None:
+        self.region_mode = on
+        self.region_item.setVisible(on and not self.region_item.rect().isEmpty())
+
+    def _square(self, a: QPointF, b: QPointF) -> tuple[int, int, int]:
+        """The square from a to b (its side the larger of the two spans), kept inside the picture."""
+        w, h = self.document.size
+        side = int(min(max(abs(b.x() - a.x()), abs(b.y() - a.y())), w, h))
+        x = int(a.x() if b.x() >= a.x() else a.x() - side)
+        y = int(a.y() if b.y() >= a.y() else a.y() - side)
+        return max(0, min(x, w - side)), max(0, min(y, h - side)), side
 
     def set_frame_mode(self, on: bool) -> None:
         self.frame_mode = on
@@ -269,6 +289,9 @@ class CanvasView(QGraphicsView):
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
             self._start_pan(event)
             return
+        if event.button() == Qt.LeftButton and self.document.has_image and self.region_mode:
+            self._region_start = self.mapToScene(event.position().toPoint())
+            return
         if event.button() == Qt.LeftButton and self.document.has_image and self.frame_mode:
             self._frame_side = self._side_at(self.mapToScene(event.position().toPoint()))
             return
@@ -290,6 +313,11 @@ class CanvasView(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
             return
         self._cursor_pos = self.mapToScene(event.position().toPoint())
+        if self._region_start is not None:
+            x, y, side = self._square(self._region_start, self._cursor_pos)
+            self.region_item.setRect(QRectF(x, y, side, side))
+            self.region_item.setVisible(True)
+            return
         if self._frame_side is not None:
             self._drag_frame(self._frame_side, self._cursor_pos)
             return
@@ -302,6 +330,13 @@ class CanvasView(QGraphicsView):
     def mouseReleaseEvent(self, event) -> None:
         if self._panning and event.button() in (Qt.MiddleButton, Qt.LeftButton):
             self._end_pan(event)
+            return
+        if event.button() == Qt.LeftButton and self._region_start is not None:
+            x, y, side = self._square(self._region_start, self.mapToScene(event.position().toPoint()))
+            self._region_start = None
+            if side >= 8:
+                self.region_item.setRect(QRectF(x, y, side, side))
+                self.regionChosen.emit(x, y, side)
             return
         if event.button() == Qt.LeftButton and self._frame_side is not None:
             self._frame_side = None
@@ -333,7 +368,7 @@ class CanvasView(QGraphicsView):
         super().leaveEvent(event)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
-        if self._cursor_pos is not None and self.document.has_image and not self._panning and not self.frame_mode:
+        if self._cursor_pos is not None and self.document.has_image and not self._panning and not self.frame_mode and not self.region_mode:
             painter.setRenderHint(QPainter.Antialiasing)
             r = self.brush_size / 2
             for colour, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 220), 1)):

@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self.document.resized.connect(self._update_status)
         self.document.frameChanged.connect(self._frame_to_panel)
         self.panel.aspect.currentIndexChanged.connect(self._apply_aspect)
+        self.canvas.regionChosen.connect(self._region_from_canvas)
         self.panel.anchor.currentIndexChanged.connect(self._apply_aspect)
         self.canvas.zoomChanged.connect(self._update_status)
         self._update_title()
@@ -351,6 +352,8 @@ class MainWindow(QMainWindow):
     def ensure_model(self, task: str) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
         with size and licence) starts downloading it; Generate then continues by itself."""
+        if Path(self.model_for(task)).expanduser().exists():
+            return True  # a local folder or file: the engine's check has vetted it
         try:
             status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))
         except SandcastleError as exc:
@@ -419,7 +422,9 @@ class MainWindow(QMainWindow):
 
     def _load_engine(self, task: str) -> None:
         self.canvas.set_frame_mode(task == "uncrop")
+        self.canvas.set_region_mode(task == "attributes")
         self.panel.frame_box.setVisible(task == "uncrop")
+        self._attributes_box().setVisible(task == "attributes")
         if task in self.engines:
             self._show_engine(self.engines[task])
         else:
@@ -434,6 +439,36 @@ class MainWindow(QMainWindow):
             if widget is not None:
                 widget.valueChanged.connect(self._frame_from_panel)
         self._frame_to_panel()
+
+    def _attributes_box(self):
+        """The attribute sliders, made once (the names come with the resources, no engine import needed)."""
+        if getattr(self, "attributes_box", None) is None:
+            from importlib import resources
+
+            from editor.attributes_panel import AttributesBox
+
+            names = tuple(resources.files("resources").joinpath("celeba_attributes.txt").read_text().split())
+            self.attributes_box = AttributesBox(names)
+            self.attributes_box.changed.connect(self._attributes_to_panel)
+            self.attributes_box.released.connect(self._rerender_attributes)
+            self.panel.layout().insertWidget(self.panel.layout().indexOf(self.panel.engine_box), self.attributes_box)
+        return self.attributes_box
+
+    def _attributes_to_panel(self, text: str) -> None:
+        widget = self.panel.param_widgets.get("attributes")
+        if widget is not None:
+            widget.setText(text)
+
+    def _rerender_attributes(self) -> None:
+        """Let go of a slider: render again (the face's codes are cached, so this only decodes)."""
+        if not self.runner.busy and self.panel.generate.isEnabled():
+            self.generate()
+
+    def _region_from_canvas(self, x: int, y: int, size: int) -> None:
+        for name, value in (("region_x", x), ("region_y", y), ("region_size", size)):
+            widget = self.panel.param_widgets.get(name)
+            if widget is not None:
+                widget.setValue(value)
 
     def _frame_from_panel(self, *_) -> None:
         widgets = [self.panel.param_widgets.get(n) for n in FRAME_SIDES]

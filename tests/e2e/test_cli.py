@@ -146,3 +146,15 @@ def test_colorize_headless_with_hints(files, photo):
     assert out.mode == "RGB" and out.size == (512, 512)
     done = sandcastle("run", "colorize", "--image", files / "grey.png", "--hints", files / "small-mask.png", "--demo", "--out", files / "x.png")
     assert done.returncode == 2 and "same size" in done.stderr
+
+
+def test_attributes_headless(files):
+    done = sandcastle("run", "attributes", "--image", files / "photo.png", "--attribute", "Smiling=0.3", "--attribute", "Young=-0.2",
+                      "--region", "100,20,256", "--steps", "5", "--param", "inversion_steps=20", "--demo", "--out", files / "smile.png")
+    assert done.returncode == 0, done.stderr
+    out, original = np.asarray(Image.open(files / "smile.png")), np.asarray(Image.open(files / "photo.png"))
+    assert out.shape == original.shape and np.array_equal(out[300:], original[300:])
+    done = sandcastle("run", "attributes", "--image", files / "photo.png", "--attribute", "Smiling=0.3", "--out", files / "x.png")
+    assert done.returncode == 3 and "github.com/phizaz/diffae" in done.stderr
+    done = sandcastle("run", "attributes", "--image", files / "photo.png", "--attribute", "Smirking=1", "--demo", "--out", files / "x.png")
+    assert done.returncode == 2 and "Unknown attribute 'Smirking'" in done.stderr
