@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget
 
 RANGE = 100  # slider steps per unit of amount: ±0.5 is ±50
 
@@ -23,7 +23,11 @@ class AttributesBox(QGroupBox):
         layout.addWidget(note)
         self.search = QLineEdit(objectName="attributeSearch", placeholderText="Search attributes")
         self.search.textChanged.connect(self._filter)
-        layout.addWidget(self.search)
+        reset = QPushButton("Reset", objectName="resetAttributes", clicked=self.reset)
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(reset)
+        layout.addLayout(top)
         inner = QWidget()
         grid = QGridLayout(inner)
         self.sliders: dict[str, QSlider] = {}
@@ -48,8 +52,6 @@ class AttributesBox(QGroupBox):
         scroll.setWidgetResizable(True)
         scroll.setMinimumHeight(220)
         layout.addWidget(scroll)
-        reset = QPushButton("Reset", objectName="resetAttributes", clicked=self.reset)
-        layout.addWidget(reset, alignment=Qt.AlignRight)
 
     def text(self) -> str:
         return ",".join(f"{name}={s.value() / RANGE:g}" for name, s in self.sliders.items() if s.value())

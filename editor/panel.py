@@ -195,8 +195,14 @@ class GeneratePanel(QWidget):
         for p in self.spec.params:
             if p.when is not None:
                 self.param_widgets[p.name].setEnabled(values.get(p.when[0]) == p.when[1])
+        controls = {"prompt": self.prompt, "negative": self.negative, "guidance": self.guidance, "strength": self.strength,
+                    "steps": self.steps, "seed": self.seed}
+        for name, widget in controls.items():
+            widget.setEnabled(name in self.spec.common)
+        self.guidance_value.setEnabled("guidance" in self.spec.common)
+        self.random_seed.setEnabled("seed" in self.spec.common)
         rule = self.spec.strength_when
-        self.strength.setEnabled(rule is None or values.get(rule[0]) == rule[1])
+        self.strength.setEnabled("strength" in self.spec.common and (rule is None or values.get(rule[0]) == rule[1]))
 
     def params(self) -> dict[str, Any]:
         return {name: _value_of(widget) for name, widget in self.param_widgets.items()}

@@ -97,6 +97,7 @@ class EngineSpec:
     title: str = ""
     strength_when: tuple[str, str] | None = None  # the common strength applies only when this parameter has this value
     default_strength: float = 1.0  # what the strength control starts at for this engine
+    common: tuple[str, ...] = ("prompt", "negative", "guidance", "strength", "steps", "seed")  # the shared controls it uses
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -275,6 +276,9 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
 
     from engines import catalog, models
 
+    folder = Path(name).expanduser()
+    if (folder / "autoencoder.safetensors").is_file():  # a DiffAE folder made with convert-diffae
+        return ModelStatus(name, "folder", str(folder), True, str(folder), catalog.disk_bytes(folder), folder.name)
     source = models.resolve_source(name, allow_pickle)
     preset = next((p for p in catalog.presets() if source.location in (p.hub_id, p.id)), None)
     if source.kind == "hub":

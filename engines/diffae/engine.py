@@ -43,6 +43,7 @@ SPEC = EngineSpec(
     title="Attributes",
     tasks=(Task.ATTRIBUTES,),
     default_model="",
+    common=("steps",),  # no prompt, guidance, strength or seed: the picture's own codes drive the decoding
     params=(
         ParamSpec("attributes", str, "", "Attributes", "NAME=AMOUNT pairs, comma-separated, e.g. Smiling=0.3,Young=-0.2 (amounts about −0.5 to 0.5)."),
         ParamSpec("region_x", int, 0, "Region x", "Left edge of the square face region.", 0, 100000, 1),

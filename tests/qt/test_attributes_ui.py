@@ -58,3 +58,11 @@ def test_drag_a_face_region_then_releasing_a_slider_renders(qtbot, attributes_wi
     assert np.array_equal(win.document.image[outside], original[outside])
     assert not np.array_equal(win.document.image, original)
     assert win.document.undo_stack.count() == 1
+
+
+def test_controls_the_attributes_do_not_use_are_disabled(attributes_window):
+    panel = attributes_window.panel
+    assert panel.steps.isEnabled()
+    assert not panel.prompt.isEnabled() and not panel.guidance.isEnabled() and not panel.strength.isEnabled() and not panel.seed.isEnabled()
+    panel.task.setCurrentIndex(panel.task.findData("inpaint"))
+    assert panel.prompt.isEnabled() and panel.guidance.isEnabled() and panel.seed.isEnabled()

@@ -158,3 +158,16 @@ def test_settings_dialog_saves(qtbot, fresh_window):
     saved = Settings.load()
     assert saved["precision"] == "bfloat16" and saved["memory"] == "balanced"
     assert fresh_window.build_request(1).memory == "balanced" and fresh_window.build_request(1).dtype == "bfloat16"
+
+
+def test_a_converted_diffae_folder_can_be_added_for_attributes(qtbot, fresh_window, tmp_path):
+    from editor.models_dialog import ModelsDialog
+    from engines.testing import write_diffae
+
+    folder = str(write_diffae(tmp_path / "diffae"))
+    dialog = ModelsDialog(fresh_window.settings, fresh_window.downloads, fresh_window)
+    qtbot.addWidget(dialog)
+    assert dialog.add_local(folder)
+    combo = dialog.task_combos["attributes"]
+    combo.setCurrentIndex(combo.findData(folder))
+    assert fresh_window.model_for("attributes") == folder
