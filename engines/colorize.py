@@ -65,14 +65,7 @@ class ColorizeEngine:
 
         # 1–2. Lightness and the working region.
         image = request.image
-        height, width = image.shape[:2]
-        masked = request.mask is not None and imaging.binary(request.mask).any()
-        if masked:
-            box = imaging.expand_box(imaging.mask_bbox(request.mask, 128), p["grow"] + p["feather"] + p["padding"], width, height)
-            alpha = imaging.feather_mask(imaging.grow_mask(imaging.crop(request.mask, box), p["grow"]), p["feather"])
-        else:
-            box = (0, 0, width, height)
-            alpha = np.ones((height, width), np.float32)
+        box, alpha, masked = imaging.working_region(image, request.mask, p["grow"], p["feather"], p["padding"])
         crop = imaging.crop(image, box)
         l_full = imaging.lightness(crop)
         grey = imaging.with_lightness(l_full, np.zeros((*l_full.shape, 2)))

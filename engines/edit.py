@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
@@ -74,15 +73,7 @@ class EditEngine:
 
         # The working region: the painted part with its context, or the whole picture.
         image = request.image
-        height, width = image.shape[:2]
-        masked = request.mask is not None and imaging.binary(request.mask).any()
-        if masked:
-            box = imaging.expand_box(imaging.mask_bbox(request.mask, 128), p["grow"] + p["feather"] + p["padding"], width, height)
-            crop_mask = imaging.grow_mask(imaging.crop(request.mask, box), p["grow"])
-            alpha = imaging.feather_mask(crop_mask, p["feather"])
-        else:
-            box = (0, 0, width, height)
-            alpha = np.ones((height, width), np.float32)
+        box, alpha, masked = imaging.working_region(image, request.mask, p["grow"], p["feather"], p["padding"])
         crop = imaging.crop(image, box)
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)

@@ -175,6 +175,17 @@ def resize(image: np.ndarray, size: tuple[int, int], resample: int = Image.LANCZ
     return np.asarray(Image.fromarray(image.astype(np.float32), "F").resize(size, Image.BILINEAR))
 
 
+def working_region(image: np.ndarray, mask: np.ndarray | None, grow: int, feather: float, padding: int) -> tuple[Box, np.ndarray, bool]:
+    """Where an edit works and how it blends back: with a painted mask, the mask's box grown by
+    grow + feather + padding and the feathered (grown) mask over it; without one, the whole picture
+    at full strength. Returns (box, alpha over the box, masked)."""
+    height, width = image.shape[:2]
+    if mask is None or not binary(mask).any():
+        return (0, 0, width, height), np.ones((height, width), np.float32), False
+    box = expand_box(mask_bbox(mask, 128), grow + int(np.ceil(feather)) + padding, width, height)
+    return box, feather_mask(grow_mask(crop(mask, box), grow), feather), True
+
+
 # ---- masks ----------------------------------------------------------------------------------
 
 
