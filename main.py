@@ -150,7 +150,9 @@ def run_headless(argv: list[str]) -> int:
             device=args.device, dtype=args.dtype, params=params,
         )
         engine.check(request)
-        fetch_if_missing(request.model or engine.spec.default_model, request.allow_pickle)
+        from engines.api import default_model_for
+
+        fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle)
         previews = Path(args.previews) if args.previews else None
         if previews:
             previews.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_byte
 from editor.panel import GeneratePanel
 from editor.settings import Settings, log_folder
 from engines import registry
-from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, demo_model, device_summary, is_offline, model_status
+from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, default_model_for, demo_model, device_summary, is_offline, model_status
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -347,7 +347,10 @@ class MainWindow(QMainWindow):
             return self.model
         if self.demo:
             return demo_model(task, self.panel.params())
-        return self.settings.model_for(task) or default_model(task)
+        engine = self.engines.get(task)
+        if self.settings.model_for(task) or engine is None:
+            return self.settings.model_for(task) or default_model(task)
+        return default_model_for(engine, self.panel.params())  # e.g. edit: InstructPix2Pix or SD 1.5 by method
 
     def ensure_model(self, task: str) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,

@@ -191,6 +191,12 @@ class Engine(Protocol):
         """Generate. Calls `on_step` once per denoising step and raises Cancelled within one step of a cancel."""
 
 
+def default_model_for(engine: Engine, params: dict[str, Any]) -> str:
+    """The model an engine uses when none is chosen; some engines choose by a parameter (edit: its method)."""
+    choose = getattr(engine, "default_model_for", None)
+    return choose(params) if choose is not None else engine.spec.default_model
+
+
 def check_common(request: Request, spec: EngineSpec) -> None:
     """Checks every engine shares: image shape and type, the common numeric ranges, declared params."""
     image = request.image

@@ -46,6 +46,10 @@ SPEC = EngineSpec(
 class EditEngine:
     spec = SPEC
 
+    def default_model_for(self, params: dict) -> str:
+        """The model used when none is chosen: it depends on the method."""
+        return MODELS[params.get("method", "instruct")]
+
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
         p = {**self.spec.defaults(), **request.params}

@@ -84,3 +84,17 @@ def test_controls_follow_the_method(edit_window):
     assert not panel.param_widgets["image_guidance"].isEnabled() and panel.strength.isEnabled()
     edit_window.panel.task.setCurrentIndex(edit_window.panel.task.findData("inpaint"))
     assert panel.strength.isEnabled()  # other tasks use strength as before
+
+
+def test_without_a_choice_the_model_follows_the_method(qtbot, tmp_path, photo):
+    win = open_window(qtbot, tmp_path, photo)  # no --model, no --demo
+    win.panel.task.setCurrentIndex(win.panel.task.findData("edit"))
+    qtbot.waitUntil(lambda: "method" in win.panel.param_widgets, timeout=60000)
+    win.panel.param_widgets["method"].setCurrentText("instruct")
+    assert win.model_for("edit") == "timbrooks/instruct-pix2pix"
+    win.panel.param_widgets["method"].setCurrentText("img2img")
+    assert win.model_for("edit") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    win.settings.set_model_for("edit", "/my/models/dreamshaper")
+    assert win.model_for("edit") == "/my/models/dreamshaper"  # the person's choice wins
+    win.runner.shutdown()
+    win.downloads.shutdown()
