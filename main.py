@@ -186,8 +186,6 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
     named it on the command line, which is consent). Offline, this raises ModelUnavailable."""
     from engines.api import CancelToken, ModelUnavailable, download_model, is_offline, model_status
 
-    if Path(model).expanduser().exists():
-        return  # a local folder or file: nothing to fetch (the engine's check has vetted it)
     status = model_status(model, allow_pickle)
     if status.installed:
         return

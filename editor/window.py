@@ -355,10 +355,8 @@ class MainWindow(QMainWindow):
     def ensure_model(self, task: str) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
         with size and licence) starts downloading it; Generate then continues by itself."""
-        if Path(self.model_for(task)).expanduser().exists():
-            return True  # a local folder or file: the engine's check has vetted it
         try:
-            status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))
+            status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))  # local folders and files: installed
         except SandcastleError as exc:
             self.show_error(str(exc))
             return False

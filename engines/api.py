@@ -198,12 +198,21 @@ def default_model_for(engine: Engine, params: dict[str, Any]) -> str:
 
 
 def check_common(request: Request, spec: EngineSpec) -> None:
-    """Checks every engine shares: image shape and type, the common numeric ranges, declared params."""
+    """Checks every engine shares: image shape and type, the mask's when there is one, the common numeric
+    ranges, declared params."""
     image = request.image
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError("The image must be an RGB picture with 8 bits per channel.")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise InputError(f"The image is {image.shape[1]}×{image.shape[0]} pixels; it must be at least 8×8.")
+    mask = request.mask
+    if mask is not None:  # any engine that takes a mask needs it to fit the picture
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
+            raise InputError("The mask must be a single-channel 8-bit picture.")
+        if mask.shape != image.shape[:2]:
+            raise InputError(
+                f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image.shape[1]}×{image.shape[0]}; they must be the same size."
+            )
     if not isinstance(request.prompt, str) or not isinstance(request.negative_prompt, str):
         raise InputError("The prompt must be text.")
     if not 1 <= request.steps <= 500:

@@ -18,12 +18,13 @@ method here.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, StepPreview, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop
+from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -47,8 +48,6 @@ class ColorizeEngine:
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
         shape = request.image.shape[:2]
-        if request.mask is not None and request.mask.shape != shape:
-            raise InputError(f"The mask is {request.mask.shape[1]}×{request.mask.shape[0]} but the image is {shape[1]}×{shape[0]}; they must be the same size.")
         hints = request.hints
         if hints is not None and (hints.dtype != np.uint8 or hints.shape != (*shape, 4)):
             raise InputError(f"The colour hints must be an RGBA picture of the image's size, {shape[1]}×{shape[0]}.")
@@ -58,9 +57,7 @@ class ColorizeEngine:
         started = time.perf_counter()
         p = {**self.spec.defaults(), **request.params}
         cancel.raise_if_cancelled()
-        device = models.pick_device(request.device)
-        dtype = models.pick_dtype(device, request.dtype)
-        loaded = models.load_pipeline("img2img", request.model or DEFAULT_MODEL, device, dtype, request.memory, request.allow_pickle)
+        loaded, device, dtype = load_for(request, "img2img", DEFAULT_MODEL)
         cancel.raise_if_cancelled()
 
         # 1–2. Lightness and the working region.
@@ -81,8 +78,7 @@ class ColorizeEngine:
                 h, w = step.image.shape[:2]
                 l_small = imaging.resize(l_full.astype(np.float32), (w, h))
                 ab = imaging.rgb_to_lab(step.image)[..., 1:] * p["saturation"]
-                step = StepPreview(step.job_id, step.step, step.total, imaging.with_lightness(l_small, ab), step.box, step.seconds_per_step,
-                                   step.pass_index, step.passes, step.offset)
+                step = replace(step, image=imaging.with_lightness(l_small, ab))
             on_step(step)
 
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import time
 
-
 from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop
+from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for
 
 MODELS = {"instruct": "timbrooks/instruct-pix2pix", "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 GUIDANCE = (1.0, 20.0)
@@ -57,22 +56,14 @@ class EditEngine:
             raise InputError("Write what to change, like \"make it winter\".")
         if not GUIDANCE[0] <= request.guidance_scale <= GUIDANCE[1]:
             raise InputError(f"Text guidance must be between {GUIDANCE[0]:g} and {GUIDANCE[1]:g}, not {request.guidance_scale:g}.")
-        if request.mask is not None:
-            if request.mask.shape != request.image.shape[:2]:
-                raise InputError(
-                    f"The mask is {request.mask.shape[1]}×{request.mask.shape[0]} but the image is "
-                    f"{request.image.shape[1]}×{request.image.shape[0]}; they must be the same size."
-                )
         models.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle)
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
         p = {**self.spec.defaults(), **request.params}
         cancel.raise_if_cancelled()
-        device = models.pick_device(request.device)
-        dtype = models.pick_dtype(device, request.dtype)
         purpose = p["method"]
-        loaded = models.load_pipeline(purpose, request.model or MODELS[purpose], device, dtype, request.memory, request.allow_pickle)
+        loaded, device, dtype = load_for(request, purpose, MODELS[purpose])
         cancel.raise_if_cancelled()
 
         # The working region: the painted part with its context, or the whole picture.

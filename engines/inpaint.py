@@ -65,17 +65,9 @@ class InpaintEngine:
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
-        mask = request.mask
-        if mask is None:
+        if request.mask is None:
             raise InputError("Paint a mask over the part of the picture to repaint first.")
-        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
-            raise InputError("The mask must be a single-channel 8-bit picture.")
-        if mask.shape != request.image.shape[:2]:
-            raise InputError(
-                f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
-                f"{request.image.shape[1]}×{request.image.shape[0]}; they must be the same size."
-            )
-        if not imaging.binary(mask).any():
+        if not imaging.binary(request.mask).any():
             raise InputError("The mask is empty: paint over the part of the picture to repaint.")
         resolution = request.params.get("resolution", 0)
         if 0 < resolution < 128:
@@ -120,14 +112,14 @@ class InpaintEngine:
         )
 
 
-# ---- shared with the other inpainting-based engines (uncrop) -----------------------------------
+# ---- shared with the engines built on the same pipelines (uncrop, edit, colorize) -----------------------------------
 
 
-def load_for(request: Request) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
-    """The inpainting pipeline, device and dtype a request asks for."""
+def load_for(request: Request, purpose: str = "inpaint", default_model: str = DEFAULT_MODEL) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
+    """The pipeline for `purpose`, with the device, dtype and memory mode the request asks for."""
     device = models.pick_device(request.device)
     dtype = models.pick_dtype(device, request.dtype)
-    loaded = models.load_pipeline("inpaint", request.model or DEFAULT_MODEL, device, dtype, request.memory, request.allow_pickle)
+    loaded = models.load_pipeline(purpose, request.model or default_model, device, dtype, request.memory, request.allow_pickle)
     return loaded, device, dtype
 
 
