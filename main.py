@@ -47,7 +47,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: by device)")
     parser.add_argument("--demo", action="store_true", help="use a tiny random-weight model (offline)")
     parser.add_argument("--hints", metavar="HINTS.png", help="colorize: colour hints, an RGBA picture (opaque = hint) of the image's size")
-    parser.add_argument("--attribute", action="append", default=[], metavar="NAME=AMOUNT", help="attributes: e.g. Smiling=0.3 (repeatable)")
+    parser.add_argument("--attribute", action="append", default=[], metavar="NAME=AMOUNT", help="attributes: e.g. Smiling=0.3, or one of your own sliders by name (repeatable)")
     parser.add_argument("--region", metavar="X,Y,SIZE", help="attributes: the square face region (default: the whole picture)")
     parser.add_argument("--image-guidance", type=float, help="edit (InstructPix2Pix): how closely to keep the original, 1 to 5")
     parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Job:
     id: int
-    engine: Engine
-    request: Request
+    engine: Engine | None
+    request: Request | None
     token: CancelToken
+    work: Callable[[Callable[[StepPreview], None], CancelToken], object] | None = None  # instead of engine.run (fitting a slider)
 
 
 class _Worker(QObject):
@@ -57,7 +59,7 @@ class _Worker(QObject):
 
         try:
             job.token.raise_if_cancelled()
-            result = job.engine.run(job.request, on_step, job.token)
+            result = job.work(on_step, job.token) if job.work else job.engine.run(job.request, on_step, job.token)
         except Cancelled:
             self.cancelled.emit(job.id)
         except SandcastleError as exc:
@@ -121,11 +123,19 @@ class JobRunner(QObject):
 
     def submit(self, engine: Engine, request: Request) -> bool:
         """Start `request` (its job_id tags every signal). False, and nothing started, when busy."""
+        return self._begin(Job(request.job_id, engine, request, CancelToken()))
+
+    def submit_work(self, job_id: int, work: Callable[[Callable[[StepPreview], None], CancelToken], object]) -> bool:
+        """Run `work(on_step, token)` on the worker thread (where the engines' models live) as job `job_id`;
+        its return value comes back through `finished`. False when busy."""
+        return self._begin(Job(job_id, None, None, CancelToken(), work))
+
+    def _begin(self, job: Job) -> bool:
         if self._current is not None:
             return False
-        self._current = Job(request.job_id, engine, request, CancelToken())
+        self._current = job
         self.busyChanged.emit(True)
-        self._start.emit(self._current)
+        self._start.emit(job)
         return True
 
     def cancel(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -15,7 +16,8 @@ from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_byte
 from editor.panel import GeneratePanel
 from editor.settings import Settings, log_folder
 from engines import registry
-from engines.api import ModelStatus, Request, Result, SandcastleError, Task, default_model, default_model_for, demo_model, device_summary, is_offline, model_status
+from engines.api import (ModelStatus, Request, Result, SandcastleError, StepPreview, Task, default_model, default_model_for, delete_own_slider,
+                         demo_model, device_summary, is_offline, model_status, own_sliders)
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -53,6 +55,8 @@ class MainWindow(QMainWindow):
         self.engines: dict[str, object] = {}
         self._job_version = -1  # document version when the running job was started
         self._job_steps = 0
+        self._fit_job: tuple[int, str] | None = None  # (job id, slider name) while an own slider is being fitted
+        self.slider_dialog = None
 
         central = QWidget()
         row = QHBoxLayout(central)
@@ -440,6 +444,10 @@ class MainWindow(QMainWindow):
             if widget is not None:
                 widget.valueChanged.connect(self._frame_from_panel)
         self._frame_to_panel()
+        folder = self.panel.param_widgets.get("directions_folder")
+        if folder is not None:
+            folder.editingFinished.connect(self._refresh_own_sliders)
+            self._refresh_own_sliders()
 
     def _attributes_box(self):
         """The attribute sliders, made once (the names come with the resources, no engine import needed)."""
@@ -449,9 +457,11 @@ class MainWindow(QMainWindow):
             from editor.attributes_panel import AttributesBox
 
             names = tuple(resources.files("resources").joinpath("celeba_attributes.txt").read_text().split())
-            self.attributes_box = AttributesBox(names)
+            self.attributes_box = AttributesBox(names, self._own_sliders())
             self.attributes_box.changed.connect(self._attributes_to_panel)
             self.attributes_box.released.connect(self._rerender_attributes)
+            self.attributes_box.newSliderRequested.connect(self.new_slider)
+            self.attributes_box.deleteRequested.connect(self.delete_slider)
             self.panel.layout().insertWidget(self.panel.layout().indexOf(self.panel.engine_box), self.attributes_box)
         return self.attributes_box
 
@@ -459,6 +469,76 @@ class MainWindow(QMainWindow):
         widget = self.panel.param_widgets.get("attributes")
         if widget is not None:
             widget.setText(text)
+
+    def _own_sliders(self) -> tuple[str, ...]:
+        widget = self.panel.param_widgets.get("directions_folder")
+        try:
+            return own_sliders(widget.text().strip() if widget is not None else "")
+        except SandcastleError:
+            return ()
+
+    def _refresh_own_sliders(self) -> None:
+        """Show the sliders saved in the own-sliders folder (it may have been changed in the panel)."""
+        names, box = self._own_sliders(), self._attributes_box()
+        for name in [n for n in box.own if n not in names]:
+            box.remove_own(name)
+        for name in names:
+            box.add_own(name)
+
+    def _current_face(self):
+        """The face square marked on the canvas (the whole picture when none is), cropped; None without a picture."""
+        if not self.document.has_image:
+            return None
+        p = self.panel.params()
+        size = p.get("region_size", 0)
+        image = self.document.image
+        return image[p["region_y"] : p["region_y"] + size, p["region_x"] : p["region_x"] + size].copy() if size else image.copy()
+
+    def new_slider(self) -> None:
+        """Collect examples for an own slider; on OK, fit it on the worker thread (fit_slider)."""
+        from editor.attributes_panel import NewSliderDialog
+
+        if self.slider_dialog is None:
+            self.slider_dialog = NewSliderDialog(self._current_face, self)
+            self.slider_dialog.accepted.connect(self.fit_slider)
+        self.slider_dialog.open()
+
+    def fit_slider(self) -> None:
+        dialog, engine = self.slider_dialog, self.engines.get("attributes")
+        if engine is None or self.runner.busy or self.downloads.busy:
+            self.show_error("Wait for the running job to end, then choose Fit and save again; your examples are kept.")
+            return
+        if not self.ensure_model("attributes"):
+            return
+        base = self.build_request(0)
+        params = {**base.params, "region_x": 0, "region_y": 0, "region_size": 0}  # each example is already cropped to its face
+        has, lacks = ([replace(base, image=face, mask=None, hints=None, params=params) for face in dialog.examples[key]] for key in ("has", "lacks"))
+        name, job_id = dialog.name.text().strip(), self.runner.next_job_id()
+        self._fit_job = (job_id, name)
+
+        def work(on_step, token):
+            return engine.fit_slider(name, has, lacks, token, lambda done, total: on_step(StepPreview(job_id, done, total, None, (0, 0, 0, 0))))
+
+        self.panel.progress.setFormat(f"Fitting {name}…")
+        self.runner.submit_work(job_id, work)
+
+    def _on_slider_fitted(self, name: str) -> None:
+        self.slider_dialog.deleteLater()
+        self.slider_dialog = None  # the next slider starts from empty lists
+        self.attributes_box.add_own(name)
+        self.panel.show_done(f"Slider {name} saved")
+        self.statusBar().showMessage(f"Your slider {name} is saved and sits under Your sliders.", 6000)
+
+    def delete_slider(self, name: str) -> None:
+        if QMessageBox.question(self, "Delete slider", f"Delete your slider {name}? This cannot be undone.") != QMessageBox.Yes:
+            return
+        widget = self.panel.param_widgets.get("directions_folder")
+        try:
+            delete_own_slider(name, widget.text().strip() if widget is not None else "")
+        except (SandcastleError, OSError) as exc:
+            self.show_error(f"The slider could not be deleted ({exc}).")
+            return
+        self.attributes_box.remove_own(name)
 
     def _rerender_attributes(self) -> None:
         """Let go of a slider: render again (the face's codes are cached, so this only decodes)."""
@@ -559,6 +639,10 @@ class MainWindow(QMainWindow):
 
     def _on_finished(self, job_id: int, result: Result) -> None:
         self.canvas.clear_preview()
+        if self._fit_job and self._fit_job[0] == job_id:
+            self._on_slider_fitted(self._fit_job[1])
+            self._fit_job = None
+            return
         if self.document.version != self._job_version:
             self.show_error("The picture changed while generating, so the result was not applied.")
             self.panel.show_done("Discarded")
@@ -590,11 +674,15 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, job_id: int, message: str) -> None:
         self.canvas.clear_preview()
+        if self._fit_job and self._fit_job[0] == job_id:
+            self._fit_job = None
+            message += " Your examples are kept: choose New… under Attributes to change them and try again."
         self.panel.show_done("Failed")
         self.show_error(message)
 
     def _on_cancelled(self, job_id: int) -> None:
         self.canvas.clear_preview()
+        self._fit_job = None if self._fit_job and self._fit_job[0] == job_id else self._fit_job
         self.panel.show_done("Cancelled")
         self.statusBar().showMessage("Cancelled; the picture is unchanged.", 4000)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -254,6 +255,20 @@ def save_image(path: str, image: np.ndarray) -> None:
     imaging.save_image(path, image)
 
 
+def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The mask grown by `pixels` (shrunk when negative), 0/255."""
+    from engines import imaging
+
+    return imaging.grow_mask(mask, pixels)
+
+
+def fill_mask_region(mask: np.ndarray, x: int, y: int, value: int) -> np.ndarray:
+    """The mask with the connected area around (x, y) set to `value` (a bucket fill)."""
+    from engines import imaging
+
+    return imaging.fill_region(mask, x, y, value)
+
+
 # ---- models: what the editor may know and do about them ------------------------------------------
 
 
@@ -287,8 +302,6 @@ def default_model(task: str) -> str:
 
 def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
     """Where a model is and whether it is ready to load. Raises ModelUnavailable for bad paths."""
-    from pathlib import Path
-
     from engines import catalog, models
 
     folder = Path(name).expanduser()
@@ -349,7 +362,6 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
     """The folder of a tiny random-weight model for `task` (and, for edits, the chosen method), in
     the user cache folder; written on first use. Everything runs for real; the pictures are noise."""
     import shutil
-    from pathlib import Path
 
     import platformdirs
 
@@ -370,3 +382,28 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     return str(folder)
+
+
+# ---- the person's own data ---------------------------------------------------------------------
+
+
+def user_data_folder() -> Path:
+    """Sandcastle's folder in the platform's user data location (own sliders, autosave)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("sandcastle"))
+
+
+def own_sliders(folder: str = "") -> tuple[str, ...]:
+    """The names of the person's own attribute sliders (empty `folder`: the data folder's)."""
+    from engines.diffae.directions import load_directions
+    from engines.diffae.engine import own_sliders_folder
+
+    return tuple(load_directions(own_sliders_folder({"directions_folder": folder})))
+
+
+def delete_own_slider(name: str, folder: str = "") -> None:
+    from engines.diffae.directions import delete_direction
+    from engines.diffae.engine import own_sliders_folder
+
+    delete_direction(own_sliders_folder({"directions_folder": folder}), name)

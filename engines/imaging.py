@@ -203,6 +203,19 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     return np.where(inside, 255, 0).astype(np.uint8)
 
 
+def fill_region(mask: np.ndarray, x: int, y: int, value: int) -> np.ndarray:
+    """The mask with the connected area around (x, y) that is on the same side of the threshold as
+    that pixel (4-connected) set to `value` (255 fills a hole, 0 empties a painted patch)."""
+    import cv2
+
+    area = binary(mask).astype(np.uint8)
+    flags = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
+    cv2.floodFill(area, flags, (int(x), int(y)), 2, 0, 0, 4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+    out = mask.copy()
+    out[flags[1:-1, 1:-1] == 1] = value
+    return out
+
+
 def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     """Float alpha in [0, 1]: 1 on the mask, a smooth ramp over `radius` pixels outside it, and
     exactly 0 farther than `radius` from the mask, so those pixels are pasted back unchanged."""

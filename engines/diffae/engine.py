@@ -8,6 +8,9 @@ Top to bottom:
 3. Move z_sem along the classifier's unit directions (normalised space, see sampling.move).
 4. Decode with DDIM, a preview per step, scale back and paste through a feathered square.
 
+Own sliders: `fit_slider` fits a direction from faces marked as having or lacking a trait
+(directions.py); saved sliders sit in the `directions_folder` and are used by name like the 40.
+
 Model files: a folder with `autoencoder.safetensors` and `classifier.safetensors`, made from the
 official checkpoints with `sandcastle convert-diffae` (see MISSING below).
 """
@@ -26,8 +29,8 @@ import torch
 
 from engines import imaging, models
 from engines.api import (CancelToken, EngineSpec, InputError, ModelUnavailable, ParamSpec, Request, Result, StepCallback, StepPreview,
-                         Task, check_common)
-from engines.diffae import sampling
+                         Task, check_common, user_data_folder)
+from engines.diffae import directions, sampling
 from engines.diffae.model import DiffAE, DiffAEConfig
 
 ATTRIBUTES = tuple(resources.files("resources").joinpath("celeba_attributes.txt").read_text().split())
@@ -52,8 +55,14 @@ SPEC = EngineSpec(
                   special_value="Whole picture"),
         ParamSpec("inversion_steps", int, 100, "Inversion steps", "DDIM steps to find the picture's noise code (more is more faithful).", 10, 1000, 10),
         ParamSpec("feather", int, 12, "Feather radius", "Soft edge of the pasted region, in pixels.", 0, 256, 1),
+        ParamSpec("directions_folder", str, "", "Own sliders folder", "Where your own sliders are kept; empty means Sandcastle's data folder."),
     ),
 )
+
+
+def own_sliders_folder(params: dict) -> Path:
+    """The folder of the person's own sliders: the parameter, or `directions` in Sandcastle's data folder."""
+    return Path(params["directions_folder"]) if params.get("directions_folder") else user_data_folder() / "directions"
 
 
 def parse_attributes(text: str, names: tuple[str, ...] = ATTRIBUTES) -> dict[int, float]:
@@ -81,7 +90,7 @@ class AttributesEngine:
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
         p = {**self.spec.defaults(), **request.params}
-        parse_attributes(p["attributes"])
+        parse_attributes(p["attributes"], ATTRIBUTES + tuple(directions.load_directions(own_sliders_folder(p))))
         h, w = request.image.shape[:2]
         if p["region_size"] and (p["region_x"] + p["region_size"] > w or p["region_y"] + p["region_size"] > h):
             raise InputError(f"The face region {p['region_x']},{p['region_y']} of side {p['region_size']} goes outside the {w}×{h} picture.")
@@ -108,21 +117,46 @@ class AttributesEngine:
             self._loaded = {key: (model, classifier)}  # one DiffAE at a time
         return self._loaded[key]
 
-    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
-        started = time.perf_counter()
+    def _prepare(self, request: Request):
+        """The loaded model and classifier, the region's box and crop, and the crop as the model's input."""
         p = {**self.spec.defaults(), **request.params}
-        cancel.raise_if_cancelled()
         device = models.pick_device(request.device)
         dtype = models.pick_dtype(device, request.dtype) if request.dtype else torch.float32  # DiffAE was trained in fp32
         model, classifier = self._load(request.model, device, dtype)
         size = model.cfg.image_size
-
-        # 1. The region.
-        image = request.image
-        h, w = image.shape[:2]
+        h, w = request.image.shape[:2]
         box = (p["region_x"], p["region_y"], p["region_size"], p["region_size"]) if p["region_size"] else (0, 0, w, h)
-        crop = imaging.crop(image, box)
-        x = sampling.to_tensor(imaging.resize(crop, (size, size)), dtype, device)
+        crop = imaging.crop(request.image, box)
+        return p, model, classifier, box, crop, sampling.to_tensor(imaging.resize(crop, (size, size)), dtype, device)
+
+    @torch.no_grad()
+    def fit_slider(self, name: str, has: list[Request], lacks: list[Request], cancel: CancelToken,
+                   on_progress=lambda done, total: None) -> Path:
+        """Encode each example's face region, fit a direction (directions.fit_direction) and save it as
+        slider `name` in the first example's own-sliders folder. Returns the saved file."""
+        directions.check_name(name, ATTRIBUTES)
+        if not has or not lacks:
+            raise InputError("Mark at least one example that has the trait and one that lacks it.")
+        for example in has + lacks:
+            self.check(example)
+        codes = []
+        for i, example in enumerate(has + lacks):
+            cancel.raise_if_cancelled()
+            _, model, classifier, _, _, x = self._prepare(example)
+            codes.append(model.encoder(x)[0].double())
+            on_progress(i + 1, len(has) + len(lacks))
+        stacked = torch.stack(codes)
+        mean, std = classifier["mean"].double().reshape(-1), classifier["std"].double().reshape(-1)
+        vector = directions.fit_direction(stacked[: len(has)], stacked[len(has):], mean, std)
+        p = {**self.spec.defaults(), **has[0].params}
+        return directions.save_direction(own_sliders_folder(p), name, vector, len(has), len(lacks), has[0].model or "")
+
+    def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
+        started = time.perf_counter()
+        cancel.raise_if_cancelled()
+        # 1. The region.
+        p, model, classifier, box, crop, x = self._prepare(request)
+        dtype, image = x.dtype, request.image
 
         # 2. Codes, cached per region.
         key = (request.model, str(dtype), p["inversion_steps"], hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest())
@@ -137,9 +171,12 @@ class AttributesEngine:
             while len(self._codes) > 8:
                 self._codes.popitem(last=False)
 
-        # 3. The move.
-        amounts = parse_attributes(p["attributes"])
-        moved = sampling.move(z, classifier["weight"], classifier["mean"], classifier["std"], amounts) if amounts else z
+        # 3. The move, along the classifier's 40 directions and the person's own sliders.
+        own = directions.load_directions(own_sliders_folder(p), z.shape[-1])
+        names = ATTRIBUTES + tuple(own)
+        amounts = parse_attributes(p["attributes"], names)
+        weight = torch.cat([classifier["weight"], *(v[None].to(classifier["weight"]) for v in own.values())])
+        moved = sampling.move(z, weight, classifier["mean"], classifier["std"], amounts) if amounts else z
 
         # 4. Decode with previews, then paste back.
         last = [time.perf_counter()]
@@ -157,4 +194,4 @@ class AttributesEngine:
         square[f : box[3] - f, f : box[2] - f] = 255  # the feather ramps inside the region, never outside it
         alpha = imaging.feather_mask(square, f) if p["region_size"] else np.ones((box[3], box[2]), np.float32)
         return Result(image=imaging.paste_back(image, generated, box, alpha), box=box, seconds=time.perf_counter() - started,
-                      info={"attributes": {ATTRIBUTES[i]: a for i, a in amounts.items()}, "cached": cached})
+                      info={"attributes": {names[i]: a for i, a in amounts.items()}, "cached": cached})

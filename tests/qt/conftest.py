@@ -5,8 +5,9 @@ from PIL import Image
 
 @pytest.fixture(autouse=True)
 def fresh_settings(monkeypatch, tmp_path):
-    """Each test starts with no settings file of its own."""
+    """Each test starts with no settings file and an empty data folder of its own."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
 
 
 def open_window(qtbot, tmp_path, photo, *args, steps=4):

@@ -66,3 +66,54 @@ def test_controls_the_attributes_do_not_use_are_disabled(attributes_window):
     assert not panel.prompt.isEnabled() and not panel.guidance.isEnabled() and not panel.strength.isEnabled() and not panel.seed.isEnabled()
     panel.task.setCurrentIndex(panel.task.findData("inpaint"))
     assert panel.prompt.isEnabled() and panel.guidance.isEnabled() and panel.seed.isEnabled()
+
+
+def test_an_own_slider_fitted_from_marked_faces(qtbot, attributes_window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox, QPushButton
+
+    from engines.api import user_data_folder
+
+    win = attributes_window
+    box = win.attributes_box
+    assert not box.own_heading.isVisible()
+    qtbot.mouseClick(box.findChild(QPushButton, "newSlider"), Qt.LeftButton)
+    dialog = win.slider_dialog
+    assert dialog.isVisible()
+    dialog.name.setText("Moustache")
+    for key, corners in (("has", [(100, 20), (120, 40)]), ("lacks", [(0, 250), (250, 250)])):
+        for x, y in corners:
+            for name, value in (("region_x", x), ("region_y", y), ("region_size", 256)):
+                win.panel.param_widgets[name].setValue(value)
+            qtbot.mouseClick(dialog.findChild(QPushButton, f"{key}AddCurrent"), Qt.LeftButton)
+    assert dialog.lists["has"].count() == 2 and dialog.lists["lacks"].count() == 2
+    assert dialog.examples["has"][0].shape == (256, 256, 3)
+
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        dialog.buttons.accepted.emit()  # Fit and save
+    assert (user_data_folder() / "directions" / "Moustache.safetensors").is_file()
+    assert "Moustache" in box.sliders and box.own_heading.isVisible() and win.slider_dialog is None
+    assert win.document.undo_stack.count() == 0  # fitting a slider does not touch the picture
+
+    box.sliders["Moustache"].setValue(40)
+    assert win.panel.params()["attributes"] == "Moustache=0.4"
+    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+        box.sliders["Moustache"].sliderReleased.emit()
+    assert win.document.undo_stack.count() == 1
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
+    box.deleteRequested.emit("Moustache")
+    assert "Moustache" not in box.sliders and not (user_data_folder() / "directions" / "Moustache.safetensors").exists()
+    assert win.panel.params()["attributes"] == ""
+
+
+def test_a_failed_fit_keeps_the_examples(qtbot, attributes_window):
+    win = attributes_window
+    win.attributes_box.newSliderRequested.emit()
+    dialog = win.slider_dialog
+    dialog.name.setText("Smiling")  # a built-in name
+    dialog.add("has", np.zeros((64, 64, 3), np.uint8))
+    dialog.add("lacks", np.full((64, 64, 3), 255, np.uint8))
+    with qtbot.waitSignal(win.runner.failed, timeout=60000):
+        dialog.buttons.accepted.emit()
+    assert "built-in" in win.panel.message.text() and "examples are kept" in win.panel.message.text()
+    assert win.slider_dialog is dialog and len(dialog.examples["has"]) == 1
