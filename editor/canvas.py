@@ -1,16 +1,19 @@
-"""The canvas: the picture, a translucent mask overlay, the live preview, brush painting, zoom and pan."""
+"""The canvas: the picture, a translucent mask overlay, the live preview, the mask tools (brush,
+rectangle, ellipse, lasso, fill; each with an erase mode), zoom and pan."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
+import math
+
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF, QRadialGradient, QTransform
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
 
 from editor.document import Document
 from editor.qtimage import to_qimage
 
-MASK_COLOUR = QColor(255, 40, 80)
-MASK_OPACITY = 0.5
+TOOLS = ("brush", "rectangle", "ellipse", "lasso", "fill")
+SHAPES = ("rectangle", "ellipse", "lasso")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
 FRAME_SNAP = 8  # uncrop sides move in steps the model's 8-pixel grid likes
 
@@ -33,6 +36,8 @@ class MaskOverlay(QGraphicsItem):
     def __init__(self, document: Document) -> None:
         super().__init__()
         self.document = document
+        self.colour = QColor(255, 40, 80)
+        self.opacity = 0.5
         self.setFlag(QGraphicsItem.ItemUsesExtendedStyleOption)
 
     def boundingRect(self) -> QRectF:
@@ -51,12 +56,12 @@ class MaskOverlay(QGraphicsItem):
         if scale < 1.0:  # zoomed out: convert only as many pixels as the screen shows
             part = part.scaled(max(1, int(rect.width() * scale)), max(1, int(rect.height() * scale)), Qt.IgnoreAspectRatio, Qt.FastTransformation)
         tinted = QImage(part.size(), QImage.Format_ARGB32_Premultiplied)
-        tinted.fill(MASK_COLOUR)
+        tinted.fill(self.colour)
         p = QPainter(tinted)
         p.setCompositionMode(QPainter.CompositionMode_DestinationIn)
         p.drawImage(0, 0, part)
         p.end()
-        painter.setOpacity(MASK_OPACITY)
+        painter.setOpacity(self.opacity)
         painter.drawImage(QRectF(rect), tinted)
 
 
@@ -81,8 +86,9 @@ class HintsOverlay(QGraphicsItem):
 
 
 class CanvasView(QGraphicsView):
-    """Shows one document. Left button paints (or erases) the mask; space-drag or the middle button
-    pans; the wheel zooms at the cursor."""
+    """Shows one document. The left button uses the current tool on the mask (or the hints layer);
+    space-drag or the middle button pans; the wheel zooms at the cursor. A tablet's pressure scales
+    the brush."""
 
     brushSizeChanged = Signal(int)
     zoomChanged = Signal(float)
@@ -127,7 +133,16 @@ class CanvasView(QGraphicsView):
         self.scene().addItem(self.region_item)
         self._region_start: QPointF | None = None
         self._frame_side: str | None = None
+        self.shape_item = QGraphicsPathItem()  # the outline of a rectangle, ellipse or lasso being drawn
+        self.shape_item.setPen(QPen(QColor(255, 255, 255), 0, Qt.DashLine))
+        self.shape_item.setZValue(11)
+        self.scene().addItem(self.shape_item)
+        self._shape_points: list[QPointF] = []
+        self._shape_removes = False
+        self.tool = "brush"
         self.brush_size = 40
+        self.hardness = 1.0  # 1: a hard edge; lower: the brush fades over its outer part
+        self.pressure = 1.0  # from a tablet, when Qt reports one
         self.erasing = False
         self.layer = "mask"  # what the brush paints: the mask, or colour hints (colorize)
         self.hint_colour = QColor(40, 120, 255)
@@ -268,22 +283,91 @@ class CanvasView(QGraphicsView):
     def larger_brush(self) -> None:
         self.set_brush_size(max(self.brush_size + 1, round(self.brush_size * 1.2)))
 
-    def _paint_segment(self, a: QPointF, b: QPointF) -> None:
+    def set_tool(self, tool: str) -> None:
+        assert tool in TOOLS, tool
+        self.tool = tool
+        self.viewport().update()
+
+    def _layer_painter(self) -> QPainter:
         painter = QPainter(self.document.layer_qimage(self.layer))
         painter.setRenderHint(QPainter.Antialiasing)
         if self.erasing:
-            painter.setCompositionMode(QPainter.CompositionMode_Clear)
-        colour = self.hint_colour if self.layer == "hints" else QColor(0, 0, 0, 255)
-        painter.setPen(QPen(colour, self.brush_size, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
-        if a == b:
-            painter.drawPoint(a)
+            painter.setCompositionMode(QPainter.CompositionMode_DestinationOut)
+        return painter
+
+    @property
+    def _ink(self) -> QColor:
+        return QColor(self.hint_colour) if self.layer == "hints" else QColor(0, 0, 0, 255)
+
+    def _paint_segment(self, a: QPointF, b: QPointF) -> None:
+        size = max(1.0, self.brush_size * self.pressure)
+        painter = self._layer_painter()
+        if self.hardness >= 1.0:
+            painter.setPen(QPen(self._ink, size, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+            if a == b:
+                painter.drawPoint(a)
+            else:
+                painter.drawLine(a, b)
         else:
-            painter.drawLine(a, b)
+            # A soft brush: round dabs whose opacity falls off beyond `hardness` of the radius, a
+            # quarter of a radius apart so the stroke is even.
+            radius = size / 2
+            gradient = QRadialGradient(0, 0, radius)
+            solid, clear = self._ink, QColor(self._ink)
+            clear.setAlpha(0)
+            gradient.setColorAt(0, solid)
+            gradient.setColorAt(max(0.0, min(0.99, self.hardness)), solid)
+            gradient.setColorAt(1, clear)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QBrush(gradient))
+            dabs = max(1, math.ceil(math.hypot(b.x() - a.x(), b.y() - a.y()) / max(1.0, radius / 4)))
+            for i in range(dabs + 1 if a != b else 1):
+                t = i / dabs
+                centre = QPointF(a.x() + (b.x() - a.x()) * t, a.y() + (b.y() - a.y()) * t)
+                painter.save()
+                painter.translate(centre)
+                painter.drawEllipse(QPointF(0, 0), radius, radius)
+                painter.restore()
         painter.end()
-        r = self.brush_size / 2 + 2
-        dirty = QRectF(a, b).normalized().adjusted(-r, -r, r, r).toAlignedRect()
+        r = size / 2 + 2
+        self._mark_dirty(QRectF(a, b).normalized().adjusted(-r, -r, r, r).toAlignedRect())
+
+    def _mark_dirty(self, dirty: QRect) -> None:
         self._stroke_rect = self._stroke_rect.united(dirty)
         self.document.notify(self.layer, dirty)
+
+    def _shape_path(self, end: QPointF) -> QPainterPath:
+        path = QPainterPath()
+        start = self._shape_points[0]
+        if self.tool == "rectangle":
+            path.addRect(QRectF(start, end).normalized())
+        elif self.tool == "ellipse":
+            path.addEllipse(QRectF(start, end).normalized())
+        else:
+            path.addPolygon(QPolygonF([*self._shape_points, end]))
+            path.closeSubpath()
+        return path
+
+    def _fill_shape(self, path: QPainterPath, removing: bool) -> None:
+        painter = self._layer_painter()
+        if removing:
+            painter.setCompositionMode(QPainter.CompositionMode_DestinationOut)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(self._ink)
+        painter.drawPath(path)
+        painter.end()
+        self._mark_dirty(path.boundingRect().toAlignedRect().adjusted(-2, -2, 2, 2))
+
+    def viewportEvent(self, event) -> bool:
+        # A tablet's pen: remember its pressure and let Qt turn the event into the mouse event that paints.
+        if event.type() in (QEvent.TabletPress, QEvent.TabletMove):
+            self.pressure = max(0.05, event.pressure()) if event.pointerType() != event.pointerType().Unknown else 1.0
+            event.ignore()
+            return False
+        if event.type() == QEvent.TabletRelease:
+            event.ignore()
+            return False
+        return super().viewportEvent(event)
 
     def mousePressEvent(self, event) -> None:
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
@@ -299,8 +383,18 @@ class CanvasView(QGraphicsView):
             pos = self.mapToScene(event.position().toPoint())
             if self.layer == "mask":
                 self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
+            removing = bool(event.modifiers() & Qt.AltModifier)
+            if self.tool == "fill" and self.layer == "mask":
+                w, h = self.document.size
+                if 0 <= pos.x() < w and 0 <= pos.y() < h:
+                    self.document.fill_mask_at(int(pos.x()), int(pos.y()), 0 if removing or self.erasing else 255)
+                return
             self.document.begin_mask_edit(self.layer)
-            self._stroke_last, self._stroke_rect = pos, QRect()
+            self._stroke_rect = QRect()
+            if self.tool in SHAPES:
+                self._shape_points, self._shape_removes = [pos], removing
+                return
+            self._stroke_last = pos
             self._paint_segment(pos, pos)
             return
         super().mousePressEvent(event)
@@ -321,6 +415,10 @@ class CanvasView(QGraphicsView):
         if self._frame_side is not None:
             self._drag_frame(self._frame_side, self._cursor_pos)
             return
+        if self._shape_points:
+            if self.tool == "lasso":
+                self._shape_points.append(self._cursor_pos)
+            self.shape_item.setPath(self._shape_path(self._cursor_pos))
         if self._stroke_last is not None:
             self._paint_segment(self._stroke_last, self._cursor_pos)
             self._stroke_last = self._cursor_pos
@@ -341,8 +439,17 @@ class CanvasView(QGraphicsView):
         if event.button() == Qt.LeftButton and self._frame_side is not None:
             self._frame_side = None
             return
+        if event.button() == Qt.LeftButton and self._shape_points:
+            path = self._shape_path(self.mapToScene(event.position().toPoint()))
+            self._shape_points = []
+            self.shape_item.setPath(QPainterPath())
+            removing = self.erasing or self._shape_removes
+            self._fill_shape(path, removing)
+            self.document.end_mask_edit(self._stroke_rect, f"{'Remove' if removing else 'Mask'} {self.tool}")
+            return
         if event.button() == Qt.LeftButton and self._stroke_last is not None:
             self._stroke_last = None
+            self.pressure = 1.0
             what = "colour hint" if self.layer == "hints" else "mask"
             self.document.end_mask_edit(self._stroke_rect, f"Erase {what}" if self.erasing else f"Paint {what}")
             return
@@ -368,7 +475,8 @@ class CanvasView(QGraphicsView):
         super().leaveEvent(event)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
-        if self._cursor_pos is not None and self.document.has_image and not self._panning and not self.frame_mode and not self.region_mode:
+        if (self._cursor_pos is not None and self.document.has_image and not self._panning and not self.frame_mode and not self.region_mode
+                and self.tool == "brush"):
             painter.setRenderHint(QPainter.Antialiasing)
             r = self.brush_size / 2
             for colour, width in ((QColor(0, 0, 0, 160), 3), (QColor(255, 255, 255, 220), 1)):

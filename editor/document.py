@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.api import load_image, save_image
+from engines.api import fill_mask_region, grow_mask, load_image, save_image
 
 
 class RegionCommand(QUndoCommand):
@@ -192,6 +192,32 @@ class Document(QObject):
 
     def clear_mask(self) -> None:
         self._clear("mask", "Clear mask")
+
+    def replace_mask(self, mask: np.ndarray, text: str) -> None:
+        """Put a whole new mask in place as one undo step (nothing when it is the same)."""
+        if mask.shape != self.mask.shape:
+            return
+        changed = mask != self.mask
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        if not len(rows):
+            return
+        rect = QRect(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))  # the undo step keeps only this
+        self.begin_mask_edit("mask")
+        self.mask[:] = mask
+        self.notify("mask", rect)
+        self.end_mask_edit(rect, text)
+
+    def invert_mask(self) -> None:
+        self.replace_mask(255 - self.mask, "Invert mask")
+
+    def grow_mask(self, pixels: int) -> None:
+        """Grow (pixels > 0) or shrink (< 0) the mask by a distance in pixels."""
+        if pixels:
+            self.replace_mask(grow_mask(self.mask, pixels), f"Grow mask by {pixels} px" if pixels > 0 else f"Shrink mask by {-pixels} px")
+
+    def fill_mask_at(self, x: int, y: int, value: int) -> None:
+        """Bucket fill: the connected area around (x, y) becomes `value` (255 paints, 0 erases)."""
+        self.replace_mask(fill_mask_region(self.mask, x, y, value), "Fill mask" if value else "Empty mask area")
 
     def clear_hints(self) -> None:
         self._clear("hints", "Clear colour hints")

@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "pickle_allowed": [],  # pickle-based files the person explicitly allowed, loaded with weights_only
     "asked_downloads": [],  # hub ids whose size and licence the person has already agreed to
     "hub_endpoint": "",  # a hub mirror; empty = huggingface.co
+    "mask_colour": "#ff2850",  # the mask overlay
+    "mask_opacity": 0.5,
+    "recent_files": [],  # most recent first
+    "max_megapixels": 120,  # pictures above this many million pixels are refused (a 12000×10000 scan fits)
+    "autosave_seconds": 60,  # 0 turns the periodic autosave off (it still happens on exit)
 }
 
 CHOICES = {

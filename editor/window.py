@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtGui import QAction, QColor, QImage, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton, QWidget
 
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
@@ -17,7 +17,7 @@ from editor.panel import GeneratePanel
 from editor.settings import Settings, log_folder
 from engines import registry
 from engines.api import (ModelStatus, Request, Result, SandcastleError, StepPreview, Task, default_model, default_model_for, delete_own_slider,
-                         demo_model, device_summary, is_offline, model_status, own_sliders)
+                         demo_model, device_summary, is_offline, load_mask, model_status, own_sliders, save_mask)
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -118,6 +118,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self._action("&Save", self.save, QKeySequence.Save))
         file_menu.addAction(self._action("Save &As…", self.save_as, QKeySequence.SaveAs))
         file_menu.addSeparator()
+        file_menu.addAction(self._action("&Load mask…", self.load_mask_dialog, tip="Load a mask picture (white = repaint) of the same size"))
+        file_menu.addAction(self._action("Save &mask…", self.save_mask_dialog, tip="Save the mask as a black-and-white PNG"))
+        file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
 
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -136,6 +139,9 @@ class MainWindow(QMainWindow):
         stack.redoTextChanged.connect(self._on_redo_text)
         edit_menu.addSeparator()
         edit_menu.addAction(self._action("&Clear mask", self.document.clear_mask, "Ctrl+Shift+X"))
+        edit_menu.addAction(self._action("&Invert mask", self.document.invert_mask, "Ctrl+I"))
+        edit_menu.addAction(self._action("&Grow mask…", lambda: self.grow_mask(1), "Ctrl+Shift+G", "Grow the mask by some pixels"))
+        edit_menu.addAction(self._action("Shrin&k mask…", lambda: self.grow_mask(-1), "Ctrl+Shift+K", "Shrink the mask by some pixels"))
         edit_menu.addAction(self._action("Clear colour &hints", self.document.clear_hints))
         self.generate_action = self._action("&Generate", self.generate, "Ctrl+Return")
         self.cancel_action = self._action("Ca&ncel generation", self.cancel, "Esc")
@@ -158,6 +164,7 @@ class MainWindow(QMainWindow):
         self.show_mask_action.setChecked(True)
         self.canvas.maskVisibleChanged.connect(self.show_mask_action.setChecked)
         view_menu.addAction(self.show_mask_action)
+        view_menu.addAction(self._action("Mask &colour…", self.choose_mask_colour, tip="The colour of the mask overlay"))
 
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("Open &log folder", self.open_log_folder, tip="Where Sandcastle writes its logs"))
@@ -167,8 +174,17 @@ class MainWindow(QMainWindow):
         self.addToolBar(Qt.TopToolBarArea, tools)
         self.brush_action = self._action("&Brush", lambda: self._set_tool("mask", False), "B", "Paint the mask")
         self.eraser_action = self._action("&Eraser", lambda: self._set_tool(self.canvas.layer, True), "E", "Erase what the brush paints")
+        self.rectangle_action = self._action("&Rectangle", lambda: self._set_tool("mask", False, "rectangle"), "R",
+                                             "Mask a rectangle (hold Alt to remove one)")
+        self.ellipse_action = self._action("E&llipse", lambda: self._set_tool("mask", False, "ellipse"), "O", "Mask an ellipse (hold Alt to remove one)")
+        self.lasso_action = self._action("&Lasso", lambda: self._set_tool("mask", False, "lasso"), "L",
+                                         "Mask a free-hand outline, closed when you let go (hold Alt to remove)")
+        self.fill_action = self._action("&Fill", lambda: self._set_tool("mask", False, "fill"), "G",
+                                        "Fill the enclosed area you click (hold Alt to empty a painted area)")
         self.hint_action = self._action("&Hint", lambda: self._set_tool("hints", False), "H", "Paint colour hints (Colorize)")
-        for a in (self.brush_action, self.eraser_action, self.hint_action):
+        self.tool_actions = {"brush": self.brush_action, "eraser": self.eraser_action, "rectangle": self.rectangle_action,
+                             "ellipse": self.ellipse_action, "lasso": self.lasso_action, "fill": self.fill_action, "hint": self.hint_action}
+        for a in self.tool_actions.values():
             a.setCheckable(True)
             tools.addAction(a)
         self.brush_action.setChecked(True)
@@ -186,6 +202,19 @@ class MainWindow(QMainWindow):
         self.brush_size.valueChanged.connect(self.canvas.set_brush_size)
         self.canvas.brushSizeChanged.connect(self.brush_size.setValue)
         tools.addWidget(self.brush_size)
+        tools.addWidget(QLabel("  Hardness "))
+        self.brush_hardness = QSpinBox(objectName="brushHardness", suffix=" %", minimum=0, maximum=100, value=100)
+        self.brush_hardness.setToolTip("How much of the brush paints at full strength; lower fades its edge")
+        self.brush_hardness.valueChanged.connect(lambda v: setattr(self.canvas, "hardness", v / 100))
+        tools.addWidget(self.brush_hardness)
+        tools.addWidget(QLabel("  Mask opacity "))
+        self.mask_opacity = QSpinBox(objectName="maskOpacity", suffix=" %", minimum=5, maximum=100, singleStep=5)
+        self.mask_opacity.setToolTip("How strongly the mask overlay covers the picture")
+        self.mask_opacity.setValue(round(float(self.settings["mask_opacity"]) * 100))
+        self.mask_opacity.valueChanged.connect(self.set_mask_opacity)
+        tools.addWidget(self.mask_opacity)
+        self.set_mask_colour(QColor(self.settings["mask_colour"]), save=False)
+        self.set_mask_opacity(self.mask_opacity.value(), save=False)
         self._action("Smaller brush", self.canvas.smaller_brush, "[")
         self._action("Larger brush", self.canvas.larger_brush, "]")
         tools.addSeparator()
@@ -199,11 +228,76 @@ class MainWindow(QMainWindow):
     def _on_redo_text(self, text: str) -> None:
         self.redo_button.setToolTip(f"Redo {text} (Ctrl+Shift+Z)")
 
-    def _set_tool(self, layer: str, erasing: bool) -> None:
+    def _set_tool(self, layer: str, erasing: bool, tool: str = "brush") -> None:
         self.canvas.layer, self.canvas.erasing = layer, erasing
-        self.brush_action.setChecked(layer == "mask" and not erasing)
-        self.hint_action.setChecked(layer == "hints" and not erasing)
-        self.eraser_action.setChecked(erasing)
+        self.canvas.set_tool(tool)
+        current = "eraser" if erasing else "hint" if layer == "hints" else tool
+        for name, action in self.tool_actions.items():
+            action.setChecked(name == current)
+
+    def grow_mask(self, sign: int) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        word = "Grow" if sign > 0 else "Shrink"
+        pixels, ok = QInputDialog.getInt(self, f"{word} mask", f"{word} the mask by (pixels):", 8, 1, 1000)
+        if ok:
+            self.document.grow_mask(sign * pixels)
+
+    def load_mask_dialog(self) -> None:
+        if not self.document.has_image:
+            self.show_error("Open a picture first; a mask belongs to a picture.")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Load mask", str(self._folder()), "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)")
+        if path:
+            self.load_mask_file(path)
+
+    def load_mask_file(self, path: str) -> bool:
+        try:
+            mask = load_mask(path, self.document.size)
+        except SandcastleError as exc:
+            self.show_error(str(exc))
+            return False
+        self.document.replace_mask(mask, "Load mask")
+        self.canvas.set_mask_visible(True)
+        return True
+
+    def save_mask_dialog(self) -> None:
+        if not self.document.has_image:
+            return
+        stem = self.document.path.stem if self.document.path else "picture"
+        path, _ = QFileDialog.getSaveFileName(self, "Save mask", str(self._folder() / f"{stem}-mask.png"), "PNG (*.png)")
+        if path:
+            try:
+                save_mask(path, self.document.mask)
+            except (SandcastleError, OSError) as exc:
+                self.show_error(f"The mask could not be saved ({exc}).")
+
+    def choose_mask_colour(self) -> None:
+        from PySide6.QtWidgets import QColorDialog
+
+        colour = QColorDialog.getColor(self.canvas.mask_item.colour, self, "Mask colour")
+        if colour.isValid():
+            self.set_mask_colour(colour)
+
+    def set_mask_colour(self, colour: QColor, save: bool = True) -> None:
+        self.canvas.mask_item.colour = QColor(colour)
+        self.canvas.mask_item.update()
+        if save:
+            self.settings["mask_colour"] = colour.name()
+            self._save_settings()
+
+    def set_mask_opacity(self, percent: int, save: bool = True) -> None:
+        self.canvas.mask_item.opacity = percent / 100
+        self.canvas.mask_item.update()
+        if save:
+            self.settings["mask_opacity"] = percent / 100
+            self._save_settings()
+
+    def _save_settings(self) -> None:
+        try:
+            self.settings.save()
+        except OSError as exc:
+            log.warning("settings could not be saved: %s", exc)
 
     def choose_hint_colour(self) -> None:
         from PySide6.QtWidgets import QColorDialog

@@ -248,6 +248,13 @@ def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     return imaging.load_mask(path, size)
 
 
+def save_mask(path: str, mask: np.ndarray) -> None:
+    """A mask as a greyscale PNG (white = repaint), written atomically."""
+    from engines import imaging
+
+    imaging.save_image(path, mask)
+
+
 def save_image(path: str, image: np.ndarray) -> None:
     """PNG, JPEG or WebP by the file's ending, written atomically."""
     from engines import imaging
