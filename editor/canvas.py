@@ -94,6 +94,7 @@ class CanvasView(QGraphicsView):
     zoomChanged = Signal(float)
     maskVisibleChanged = Signal(bool)
     regionChosen = Signal(int, int, int)  # attributes: a square x, y, size
+    comparingChanged = Signal(bool)
 
     def __init__(self, document: Document, parent=None) -> None:
         super().__init__(parent)
@@ -113,8 +114,11 @@ class CanvasView(QGraphicsView):
         self.preview_item.setTransformationMode(Qt.SmoothTransformation)
         self.preview_item.setVisible(False)
         self._preview_sheet: QPixmap | None = None  # uncrop: the passes' previews, added up
+        self.before_item = QGraphicsPixmapItem()  # Compare with before: the last result's old pixels
+        self.before_item.setVisible(False)
+        self.comparing = False
         # The preview lies above the mask overlay: while generating, the person watches the region form.
-        for z, item in enumerate((self.image_item, self.mask_item, self.hints_item, self.preview_item)):
+        for z, item in enumerate((self.image_item, self.mask_item, self.hints_item, self.before_item, self.preview_item)):
             item.setZValue(z)
             self.scene().addItem(item)
         # The uncrop frame: the picture-to-be, drawn as a checkerboard under the picture.
@@ -230,12 +234,33 @@ class CanvasView(QGraphicsView):
             self.preview_item.setPixmap(QPixmap.fromImage(image))
             self.preview_item.setPos(x, y)
             self.preview_item.setTransform(QTransform.fromScale(w / max(1, image.width()), h / max(1, image.height())))
-        self.preview_item.setVisible(True)
+        self._show_comparison()
 
     def clear_preview(self) -> None:
         self._preview_sheet = None
         self.preview_item.setVisible(False)
         self.preview_item.setPixmap(QPixmap())
+        self._show_comparison()
+
+    def set_before(self, image: QImage | None, box: tuple[int, int, int, int] | None) -> None:
+        """The pixels the last applied result replaced (shown while comparing), or None."""
+        self.before_item.setPixmap(QPixmap.fromImage(image) if image is not None else QPixmap())
+        if box is not None:
+            self.before_item.setPos(box[0], box[1])
+        self._show_comparison()
+
+    def set_comparing(self, on: bool) -> None:
+        """Before/after: hide the version on show (the picture underneath is the before), or, with
+        none on show, show the pixels the last result replaced."""
+        if on != self.comparing:
+            self.comparing = on
+            self._show_comparison()
+            self.comparingChanged.emit(on)
+
+    def _show_comparison(self) -> None:
+        showing_version = not self.preview_item.pixmap().isNull()
+        self.preview_item.setVisible(showing_version and not self.comparing)
+        self.before_item.setVisible(self.comparing and not showing_version and not self.before_item.pixmap().isNull())
 
     def set_mask_visible(self, visible: bool) -> None:
         if visible != self.mask_item.isVisible():
@@ -495,6 +520,9 @@ class CanvasView(QGraphicsView):
         self.viewport().setCursor(Qt.OpenHandCursor if self._space_held else Qt.CrossCursor)
 
     def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key_Backslash and not event.isAutoRepeat():
+            self.set_comparing(True)
+            return
         if event.key() == Qt.Key_Space and not event.isAutoRepeat():
             self._space_held = True
             self.viewport().setCursor(Qt.OpenHandCursor)
@@ -502,6 +530,9 @@ class CanvasView(QGraphicsView):
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key_Backslash and not event.isAutoRepeat():
+            self.set_comparing(False)
+            return
         if event.key() == Qt.Key_Space and not event.isAutoRepeat():
             self._space_held = False
             self.viewport().setCursor(Qt.CrossCursor)

@@ -110,6 +110,9 @@ class GeneratePanel(QWidget):
         row.addWidget(self.seed, 1)
         row.addWidget(self.random_seed)
         form.addRow(_buddy("S&eed", self.seed), row)
+        self.versions = QSpinBox(objectName="versions", minimum=1, maximum=8, value=1)
+        self.versions.setToolTip("How many versions to make, with successive seeds; they appear under the canvas to pick from.")
+        form.addRow("&Versions", self.versions)
         layout.addLayout(form)
 
         # Uncrop's frame by ratio; the sides themselves are the engine's own parameters below.

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QColor, QImage, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton, QWidget
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton,
+                               QUndoView, QVBoxLayout, QWidget)
 
+from editor.candidates import CandidateStrip
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
+from editor.qtimage import to_qimage
 from editor.document import Document
 from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_bytes
 from editor.panel import GeneratePanel
@@ -55,13 +58,21 @@ class MainWindow(QMainWindow):
         self.engines: dict[str, object] = {}
         self._job_version = -1  # document version when the running job was started
         self._job_steps = 0
+        self._batch_seed, self._batch_size = 0, 1
         self._fit_job: tuple[int, str] | None = None  # (job id, slider name) while an own slider is being fitted
         self.slider_dialog = None
 
+        self.candidates = CandidateStrip()
+        self._candidates: list[tuple[Result, int]] = []  # (result, seed) of the versions in the strip
+        self._batch_left = 0  # versions still to generate in this batch
+        self._before: tuple[QImage, tuple[int, int, int, int], int] | None = None  # the last result's old pixels, box, undo index
         central = QWidget()
         row = QHBoxLayout(central)
         row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.canvas, 1)
+        left = QVBoxLayout()
+        left.addWidget(self.canvas, 1)
+        left.addWidget(self.candidates)
+        row.addLayout(left, 1)
         row.addWidget(self.panel)
         self.setCentralWidget(central)
         self.setAcceptDrops(True)
@@ -97,6 +108,10 @@ class MainWindow(QMainWindow):
         self.canvas.regionChosen.connect(self._region_from_canvas)
         self.panel.anchor.currentIndexChanged.connect(self._apply_aspect)
         self.canvas.zoomChanged.connect(self._update_status)
+        self.candidates.chosen.connect(self.show_candidate)
+        self.candidates.accepted.connect(self.accept_candidate)
+        self.candidates.discarded.connect(self.discard_candidates)
+        self.document.undo_stack.indexChanged.connect(self._forget_stale_before)
         self._update_title()
         self._load_engine(self.panel.current_task())
 
@@ -165,6 +180,22 @@ class MainWindow(QMainWindow):
         self.canvas.maskVisibleChanged.connect(self.show_mask_action.setChecked)
         view_menu.addAction(self.show_mask_action)
         view_menu.addAction(self._action("Mask &colour…", self.choose_mask_colour, tip="The colour of the mask overlay"))
+        self.compare_action = self._action("Compare with &before", self.canvas.set_comparing,
+                                           tip="Show the picture without the version shown or the last result (or hold \\ on the canvas)")
+        self.compare_action.setCheckable(True)
+        self.canvas.comparingChanged.connect(self.compare_action.setChecked)
+        view_menu.addAction(self.compare_action)
+        self.history = QDockWidget("History", self, objectName="historyDock")
+        self.history_view = QUndoView(self.document.undo_stack, objectName="history")
+        self.history_view.setEmptyLabel("Opened picture")
+        self.history.setWidget(self.history_view)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.history)
+        self.history.setVisible(False)
+        history_action = self.history.toggleViewAction()
+        history_action.setText("&History")
+        history_action.setShortcut(QKeySequence("Ctrl+H"))
+        history_action.setToolTip("Every undo step; click one to go back to it (Ctrl+H)")
+        view_menu.addAction(history_action)
 
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("Open &log folder", self.open_log_folder, tip="Where Sandcastle writes its logs"))
@@ -716,6 +747,10 @@ class MainWindow(QMainWindow):
         self._job_version = self.document.version
         self._job_steps = 0
         self._job_prompt = request.prompt
+        if self._candidates:
+            self.discard_candidates()  # a new batch replaces versions that were not accepted
+        self._batch_left = self.panel.versions.value() - 1
+        self._batch_seed, self._batch_size = request.seed, self.panel.versions.value()
         self.runner.submit(engine, request)
 
     def cancel(self) -> None:
@@ -741,33 +776,83 @@ class MainWindow(QMainWindow):
             self.show_error("The picture changed while generating, so the result was not applied.")
             self.panel.show_done("Discarded")
             return
-        label = f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
-        if result.candidates:
-            self.show_candidates(result, label)
+        if self._batch_size > 1:
+            self._add_candidate(result)
             return
-        if result.image.shape != self.document.image.shape or result.offset != (0, 0):
-            self.document.apply_resized(result.image, result.offset, label)
-            self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
-        else:
-            self.document.apply_result(result.image, result.box, label)
-        self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
+        self._apply(result, self._label())
         self.panel.show_done(f"Done in {result.seconds:.1f} s")
         self.statusBar().showMessage(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
         self._update_device_status()
 
-    def show_candidates(self, result: Result, label: str) -> None:
-        """Variations side by side; the one picked becomes one undo step, nothing changes otherwise."""
-        from editor.candidates import CandidatesDialog
+    def _label(self) -> str:
+        return f"{self.panel.task.currentText()}: {self._job_prompt[:40]}" if self._job_prompt else self.panel.task.currentText()
 
-        seeds = result.info.get("seeds") or list(range(len(result.candidates)))
-        self.candidates_dialog = CandidatesDialog(result.candidates, seeds, self)
-        self.candidates_dialog.chosen.connect(
-            lambda i: self.document.apply_result(result.candidates[i], result.box, f"{label} (seed {seeds[i]})"))
-        self.panel.show_done(f"{len(result.candidates)} versions: pick one")
-        self.candidates_dialog.open()
+    def _apply(self, result: Result, label: str) -> None:
+        """A result onto the picture as one undo step; the old pixels stay at hand for Compare with before."""
+        if result.image.shape != self.document.image.shape or result.offset != (0, 0):
+            self.document.apply_resized(result.image, result.offset, label)
+            self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
+            self._before = None
+        else:
+            x, y, w, h = result.box
+            before = to_qimage(self.document.image[y : y + h, x : x + w])
+            self.document.apply_result(result.image, result.box, label)
+            self._before = (before, result.box, self.document.undo_stack.index())
+            self._forget_stale_before(self.document.undo_stack.index())  # hands the old pixels to the canvas
+        self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
+
+    # ---- versions to choose from ------------------------------------------------------------------
+
+    def _add_candidate(self, result: Result) -> None:
+        seed = self._batch_seed + len(self._candidates)
+        self._candidates.append((result, seed))
+        x, y, w, h = result.box
+        same_size = result.image.shape == self.document.image.shape and result.offset == (0, 0)
+        self.candidates.add(result.image[y : y + h, x : x + w] if same_size else result.image, f"Seed {seed}")
+        if self._batch_left > 0:
+            self._batch_left -= 1
+            request = replace(self.build_request(self.runner.next_job_id()), seed=self._batch_seed + len(self._candidates))
+            self.runner.submit(self.engines[request.task.value], request)
+            return
+        self.show_candidate(self.candidates.thumbs.currentRow())
+        self.panel.show_done(f"{len(self._candidates)} versions: pick one")
+        self.statusBar().showMessage("Click a version to see it on the canvas; Accept keeps it, Discard all drops them.", 8000)
+
+    def show_candidate(self, index: int) -> None:
+        if not 0 <= index < len(self._candidates) or self.runner.busy:
+            return  # while the batch runs, the canvas shows the next version forming
+        result = self._candidates[index][0]
+        if result.image.shape == self.document.image.shape and result.offset == (0, 0):
+            x, y, w, h = result.box
+            self.canvas.show_preview(to_qimage(result.image[y : y + h, x : x + w]), result.box)
+        else:
+            self.canvas.show_preview(to_qimage(result.image), (0, 0, result.image.shape[1], result.image.shape[0]), result.offset)
+
+    def accept_candidate(self, index: int) -> None:
+        if self.runner.busy:
+            self.show_error("Wait for the versions to finish (or cancel), then accept one.")
+            return
+        if self.document.version != self._job_version:
+            self.show_error("The picture changed since these versions were made, so they can no longer be applied.")
+            return
+        result, seed = self._candidates[index]
+        self._apply(result, f"{self._label()} (seed {seed})")
+        self.discard_candidates()
+        self.panel.show_done(f"Kept the version with seed {seed}")
+
+    def discard_candidates(self) -> None:
+        self._candidates.clear()
+        self.candidates.clear()
+        self.canvas.clear_preview()
+
+    def _forget_stale_before(self, index: int) -> None:
+        if self._before is not None and self._before[2] != index:
+            self._before = None
+        self.canvas.set_before(*self._before[:2] if self._before else (None, None))
 
     def _on_failed(self, job_id: int, message: str) -> None:
         self.canvas.clear_preview()
+        self._batch_left = 0
         if self._fit_job and self._fit_job[0] == job_id:
             self._fit_job = None
             message += " Your examples are kept: choose New… under Attributes to change them and try again."
@@ -776,6 +861,7 @@ class MainWindow(QMainWindow):
 
     def _on_cancelled(self, job_id: int) -> None:
         self.canvas.clear_preview()
+        self._batch_left = 0  # the versions already made stay in the strip
         self._fit_job = None if self._fit_job and self._fit_job[0] == job_id else self._fit_job
         self.panel.show_done("Cancelled")
         self.statusBar().showMessage("Cancelled; the picture is unchanged.", 4000)

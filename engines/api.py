@@ -157,7 +157,6 @@ class Result:
     box: tuple[int, int, int, int]  # the region that may differ from the input
     seconds: float = 0.0
     offset: tuple[int, int] = (0, 0)  # where the input's top-left corner lies in the result (uncrop grows the picture)
-    candidates: tuple[np.ndarray, ...] = ()  # several versions (variations) to choose from; `image` is the first
     info: dict[str, Any] = field(default_factory=dict)
 
 

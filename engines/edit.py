@@ -10,7 +10,6 @@ Two methods:
 Top to bottom: the working region is the whole picture, or with a painted mask the mask's box plus
 context; it is scaled to the model's native resolution, edited with a preview per step, scaled
 back, and with a mask pasted back through the feathered mask (pixels outside it bit-identical).
-`variations` runs the same edit with successive seeds and returns them all as candidates.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ SPEC = EngineSpec(
                   "towards the prompt.", choices=("instruct", "img2img")),
         ParamSpec("image_guidance", float, 1.5, "Image guidance", "InstructPix2Pix: how closely to keep the original (higher keeps it closer).",
                   1.0, 5.0, 0.1, when=("method", "instruct")),
-        ParamSpec("variations", int, 1, "Variations", "How many versions to make with successive seeds; pick one.", 1, 8, 1),
         *(p for p in INPAINT_SPEC.params if p.name in ("padding", "feather", "grow", "color_match", "scheduler", "resolution", "preview")),
     ),
 )
@@ -73,21 +71,15 @@ class EditEngine:
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
-        results = []
-        for k in range(p["variations"]):
-            generated, size = generate_crop(loaded, request, p, crop, None, crop, alpha, previewer, box, on_step, cancel,
-                                            passes=(k + 1, p["variations"]), extra=extra, seed=request.seed + k)
-            if masked:
-                if p["color_match"]:
-                    generated = imaging.match_colors(generated, crop, measure=alpha == 0, apply=alpha > 0)
-                results.append(imaging.paste_back(image, generated, box, alpha))
-            else:
-                results.append(generated)
+        generated, size = generate_crop(loaded, request, p, crop, None, crop, alpha, previewer, box, on_step, cancel, extra=extra)
+        if masked:
+            if p["color_match"]:
+                generated = imaging.match_colors(generated, crop, measure=alpha == 0, apply=alpha > 0)
+            generated = imaging.paste_back(image, generated, box, alpha)
         return Result(
-            image=results[0],
+            image=generated,
             box=box,
             seconds=time.perf_counter() - started,
-            candidates=tuple(results) if len(results) > 1 else (),
             info={"model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
-                  "dtype": str(dtype).replace("torch.", ""), "seeds": [request.seed + k for k in range(p["variations"])]},
+                  "dtype": str(dtype).replace("torch.", "")},
         )

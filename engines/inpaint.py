@@ -138,7 +138,6 @@ def generate_crop(
     passes: tuple[int, int] = (1, 1),
     offset: tuple[int, int] = (0, 0),
     extra: dict[str, Any] | None = None,
-    seed: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Run one crop through the pipeline at the model's own resolution and return the result at the
     crop's size (and the working size). With `model_mask` it is inpainting (the crop's hole is
@@ -175,7 +174,7 @@ def generate_crop(
         image=Image.fromarray(work_image),
         num_inference_steps=request.steps,
         guidance_scale=request.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(request.seed if seed is None else seed),
+        generator=torch.Generator("cpu").manual_seed(request.seed),
         output_type="np",
         callback_on_step_end=on_step_end,
     )

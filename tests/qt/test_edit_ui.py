@@ -53,27 +53,48 @@ def test_masked_edit_changes_only_the_painted_part(qtbot, edit_window, original)
     assert not np.array_equal(win.document.image, original)
 
 
-def test_variations_side_by_side_pick_one(qtbot, edit_window, original):
+def test_versions_in_a_strip_click_to_see_accept_one(qtbot, edit_window, original):
     win = edit_window
-    win.panel.param_widgets["variations"].setValue(3)
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
-        win.generate()
-    dialog = win.candidates_dialog
-    qtbot.waitUntil(dialog.isVisible)
-    assert len(dialog.buttons) == 3 and np.array_equal(win.document.image, original)  # nothing applied before a pick
-    qtbot.mouseClick(dialog.buttons[1], Qt.LeftButton)
+    win.panel.versions.setValue(3)
+    win.generate()
+    qtbot.waitUntil(lambda: win.candidates.count() == 3 and not win.runner.busy, timeout=120000)
+    assert win.candidates.isVisible() and np.array_equal(win.document.image, original)  # nothing applied before Accept
+    assert [win.candidates.thumbs.item(i).text() for i in range(3)] == [f"Seed {win.panel.seed.value() + k}" for k in range(3)]
+    shown = []
+    for row in (1, 2):
+        win.candidates.thumbs.setCurrentRow(row)  # a click on the thumbnail
+        assert win.canvas.preview_item.isVisible()
+        shown.append(win.canvas.preview_item.pixmap().toImage())
+    assert shown[0] != shown[1]  # each click shows its own version
+    win.candidates.thumbs.setCurrentRow(1)
+    qtbot.mouseClick(win.candidates.accept_button, Qt.LeftButton)
     assert win.document.undo_stack.count() == 1 and "seed" in win.document.undo_stack.text(0)
+    assert not win.candidates.isVisible() and not win.canvas.preview_item.isVisible()
     picked = win.document.image.copy()
     win.document.undo_stack.undo()
     assert np.array_equal(win.document.image, original)
 
+    win.generate()
+    qtbot.waitUntil(lambda: win.candidates.count() == 3 and not win.runner.busy, timeout=120000)
+    qtbot.mouseClick(win.candidates.discard_button, Qt.LeftButton)
+    assert np.array_equal(win.document.image, original) and win.document.undo_stack.index() == 0
+    assert not np.array_equal(picked, original)
+
+
+def test_versions_use_successive_seeds(qtbot, edit_window):
+    """Version k is exactly what one generation with seed + k gives."""
+    win = edit_window
+    seed = win.panel.seed.value()
+    win.panel.versions.setValue(2)
+    win.generate()
+    qtbot.waitUntil(lambda: win.candidates.count() == 2 and not win.runner.busy, timeout=120000)
+    second = win._candidates[1][0].image.copy()
+    win.candidates.discard()
+    win.panel.versions.setValue(1)
+    win.panel.seed.setValue(seed + 1)
     with qtbot.waitSignal(win.runner.finished, timeout=120000):
         win.generate()
-    from PySide6.QtWidgets import QPushButton
-
-    qtbot.mouseClick(win.candidates_dialog.findChild(QPushButton, "discardCandidates"), Qt.LeftButton)
-    assert np.array_equal(win.document.image, original)
-    assert not np.array_equal(picked, original)
+    assert np.array_equal(win.document.image, second)
 
 
 def test_controls_follow_the_method(edit_window):

@@ -75,15 +75,6 @@ def test_cancel_stops_within_one_step(engine, model_dir, photo, method):
     assert seen == [1, 2] and calls[0] == 2
 
 
-def test_variations_use_successive_seeds(engine, model_dir, photo):
-    steps = []
-    result = engine.run(request(photo, model_dir("instruct"), "instruct", params={"variations": 3}), steps.append, CancelToken())
-    assert len(result.candidates) == 3 and np.array_equal(result.candidates[0], result.image)
-    single = engine.run(request(photo, model_dir("instruct"), "instruct", seed=6), lambda s: None, CancelToken()).image
-    assert np.array_equal(result.candidates[1], single)  # variation 2 is seed + 1
-    assert {(s.pass_index, s.passes) for s in steps} == {(1, 3), (2, 3), (3, 3)}
-
-
 def test_refusals_are_clear(engine, model_dir, photo):
     folder = model_dir("instruct")
     for kw, words in [
