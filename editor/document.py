@@ -80,6 +80,7 @@ class Document(QObject):
         self.frame = (0, 0, 0, 0)  # uncrop: pixels to add left, top, right, bottom
         self.undo_stack = QUndoStack(self)
         self._mask_before: np.ndarray | None = None
+        self.mask_edits = 0  # counts every change of the mask or hints, for autosave to notice
 
     # ---- whole picture ----------------------------------------------------------------------
 
@@ -105,6 +106,12 @@ class Document(QObject):
         self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
         self.hints = np.ascontiguousarray(hints) if hints is not None else np.zeros((h, w, 4), np.uint8)
         self.hints_qimage = QImage(self.hints.data, w, h, self.hints.strides[0], QImage.Format_RGBA8888)
+
+    def restore_layers(self, mask: np.ndarray, hints: np.ndarray | None) -> None:
+        """Put back an autosaved mask and hints (not an undo step: like opening a file)."""
+        self._set_mask(mask.copy(), None if hints is None else hints.copy())
+        self.notify("mask", self.full_rect())
+        self.notify("hints", self.full_rect())
 
     def layer_qimage(self, layer: str) -> QImage:
         return self.mask_qimage if layer == "mask" else self.hints_qimage
@@ -166,8 +173,10 @@ class Document(QObject):
             self.version += 1
             self.imageChanged.emit(QRect(rect))
         elif target == "hints":
+            self.mask_edits += 1
             self.hintsChanged.emit(QRect(rect))
         else:
+            self.mask_edits += 1
             self.maskChanged.emit(QRect(rect))
 
     # ---- mask edits -------------------------------------------------------------------------

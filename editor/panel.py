@@ -192,6 +192,8 @@ class GeneratePanel(QWidget):
                     getattr(widget, signal).connect(self._update_applicable)
         self._update_applicable()
         self._update_buttons()
+        if spec.id == self.current_task():
+            self._apply_pending_params()
 
     def _update_applicable(self, *_) -> None:
         values = self.params()
@@ -209,6 +211,37 @@ class GeneratePanel(QWidget):
 
     def params(self) -> dict[str, Any]:
         return {name: _value_of(widget) for name, widget in self.param_widgets.items()}
+
+    def state(self) -> dict[str, Any]:
+        """Everything the person set here, as plain JSON values (autosave)."""
+        return {"task": self.current_task(), "prompt": self.prompt.toPlainText(), "negative": self.negative.toPlainText(),
+                "guidance": self.guidance_scale(), "strength": self.strength.value(), "steps": self.steps.value(),
+                "seed": self.seed.value(), "versions": self.versions.value(), "params": self.params()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Put back what `state` gave; the engine's own parameters follow once its controls exist.
+        Unknown or mistyped values are left at their defaults (the file may be damaged)."""
+        index = self.task.findData(state.get("task"))
+        if index >= 0:
+            self.task.setCurrentIndex(index)
+        for widget, key, kind in ((self.prompt, "prompt", str), (self.negative, "negative", str)):
+            if isinstance(state.get(key), kind):
+                widget.setPlainText(state[key])
+        for widget, key in ((self.guidance_value, "guidance"), (self.strength, "strength"), (self.steps, "steps"), (self.seed, "seed"),
+                            (self.versions, "versions")):
+            value = state.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                widget.setValue(type(widget.value())(value))
+        self._pending_params = dict(state.get("params") or {}) if isinstance(state.get("params"), dict) else {}
+        if self.spec is not None and self.spec.id == self.current_task():
+            self._apply_pending_params()
+
+    def _apply_pending_params(self) -> None:
+        for name, value in getattr(self, "_pending_params", {}).items():
+            widget = self.param_widgets.get(name)
+            if widget is not None:
+                _set_value(widget, value)
+        self._pending_params = {}
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -315,3 +348,15 @@ def _value_of(w: QWidget) -> Any:
     if isinstance(w, (QSpinBox, QDoubleSpinBox, SliderField)):
         return w.value()
     return w.text()
+
+
+def _set_value(w: QWidget, value: Any) -> None:
+    """Set a parameter control from a stored value, ignoring values of the wrong type."""
+    if isinstance(w, QComboBox) and isinstance(value, str) and w.findText(value) >= 0:
+        w.setCurrentText(value)
+    elif isinstance(w, QCheckBox) and isinstance(value, bool):
+        w.setChecked(value)
+    elif isinstance(w, (QSpinBox, QDoubleSpinBox, SliderField)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        w.setValue(int(value) if isinstance(w, QSpinBox) else float(value))
+    elif isinstance(w, QLineEdit) and isinstance(value, str):
+        w.setText(value)

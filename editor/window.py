@@ -6,11 +6,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QImage, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton,
                                QUndoView, QVBoxLayout, QWidget)
 
+from editor.autosave import Autosaver, RestoreError, Snapshot, discard, read_snapshot
 from editor.candidates import CandidateStrip
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
 from editor.qtimage import to_qimage
@@ -114,6 +115,12 @@ class MainWindow(QMainWindow):
         self.document.undo_stack.indexChanged.connect(self._forget_stale_before)
         self._update_title()
         self._load_engine(self.panel.current_task())
+        self.autosaver = Autosaver()
+        self._autosaved: tuple | None = None  # what the last autosave held, to skip writing the same again
+        self.autosave_timer = QTimer(self, interval=max(5, int(self.settings["autosave_seconds"] or 0)) * 1000)
+        self.autosave_timer.timeout.connect(self.autosave)
+        if self.settings["autosave_seconds"]:
+            self.autosave_timer.start()
 
     # ---- actions ------------------------------------------------------------------------------
 
@@ -443,9 +450,80 @@ class MainWindow(QMainWindow):
         if not self.confirm_discard():
             event.ignore()
             return
+        self.autosave_timer.stop()
         self.downloads.shutdown()
         self.runner.shutdown()
+        self.autosaver.finish(self.snapshot())
         event.accept()
+
+    # ---- autosave and restore ------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot | None:
+        """Copies of everything open, for the autosave thread to write."""
+        d = self.document
+        if not d.has_image:
+            return None
+        candidates = [{"image": r.image, "box": r.box, "offset": r.offset, "seed": seed} for r, seed in self._candidates]
+        return Snapshot(d.image.copy(), d.mask.copy(), d.hints.copy() if d.has_hints else None, None, self.panel.state(),
+                        str(d.path) if d.path else None, candidates)
+
+    def autosave(self) -> None:
+        """Write the open work if it changed since the last autosave (on a background thread)."""
+        if not self.document.has_image:
+            return
+        key = (self.document.version, self.document.undo_stack.index(), self.document.mask_edits, repr(self.panel.state()), len(self._candidates))
+        if key == self._autosaved:
+            return
+        snap = self.snapshot()
+        if self.autosaver.save_in_background(snap):
+            self._autosaved = key
+        if self.autosaver.last_error:
+            self.statusBar().showMessage(f"Autosave failed: {self.autosaver.last_error}", 8000)
+
+    def offer_restore(self) -> bool:
+        """After a crash: offer the work the crashed window autosaved. True when it was restored."""
+        sessions = self.autosaver.crashed_sessions()
+        if not sessions:
+            return False
+        folder = sessions[0]
+        restored = False
+        if self.ask_restore(folder):
+            try:
+                snap = read_snapshot(folder, int(self.settings["max_megapixels"] * 1_000_000))
+            except RestoreError as exc:
+                self.show_error(str(exc))
+                return False  # kept on disk: a later version may read it
+            self.restore(snap)
+            restored = True
+        for old in sessions:
+            discard(old)
+        return restored
+
+    def ask_restore(self, folder: Path) -> bool:
+        import time
+
+        stamp = time.strftime("%H:%M on %d %b", time.localtime(folder.stat().st_mtime))
+        answer = QMessageBox.question(self, "Restore your work?",
+                                      f"Sandcastle did not close properly last time. Restore the work autosaved at {stamp}?",
+                                      QMessageBox.Yes | QMessageBox.Discard, QMessageBox.Yes)
+        return answer == QMessageBox.Yes
+
+    def restore(self, snap: Snapshot) -> None:
+        self.discard_candidates()
+        self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None)
+        self.document.restore_layers(snap.mask, snap.hints)
+        self.document.undo_stack.resetClean()  # restored work is unsaved work
+        self.panel.restore_state(snap.panel)
+        self._job_version, self._job_prompt = self.document.version, str(snap.panel.get("prompt", ""))
+        for c in snap.candidates:
+            self._candidates.append((Result(c["image"], c["box"], offset=c["offset"]), c["seed"]))
+            x, y, w, h = c["box"]
+            same = c["image"].shape == snap.image.shape and tuple(c["offset"]) == (0, 0)
+            self.candidates.add(c["image"][y : y + h, x : x + w] if same else c["image"], f"Seed {c['seed']}")
+        self.show_candidate(self.candidates.thumbs.currentRow())
+        self.canvas.set_mask_visible(True)
+        self._update_title()
+        self.statusBar().showMessage("Restored the autosaved work.", 6000)
 
     # ---- models and settings -------------------------------------------------------------------
 
