@@ -95,6 +95,7 @@ class CanvasView(QGraphicsView):
     maskVisibleChanged = Signal(bool)
     regionChosen = Signal(int, int, int)  # attributes: a square x, y, size
     comparingChanged = Signal(bool)
+    dragOutRequested = Signal()  # Ctrl-drag: carry the picture to another application
 
     def __init__(self, document: Document, parent=None) -> None:
         super().__init__(parent)
@@ -397,6 +398,9 @@ class CanvasView(QGraphicsView):
     def mousePressEvent(self, event) -> None:
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space_held):
             self._start_pan(event)
+            return
+        if event.button() == Qt.LeftButton and self.document.has_image and event.modifiers() & Qt.ControlModifier:
+            self.dragOutRequested.emit()
             return
         if event.button() == Qt.LeftButton and self.document.has_image and self.region_mode:
             self._region_start = self.mapToScene(event.position().toPoint())

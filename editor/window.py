@@ -7,21 +7,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QColor, QImage, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton,
+from PySide6.QtGui import QAction, QColor, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton,
                                QUndoView, QVBoxLayout, QWidget)
 
 from editor.autosave import Autosaver, RestoreError, Snapshot, discard, read_snapshot
 from editor.candidates import CandidateStrip
 from editor.canvas import MAX_BRUSH, MIN_BRUSH, CanvasView
-from editor.qtimage import to_qimage
 from editor.document import Document
 from editor.jobs import DownloadRunner, JobRunner, describe_progress, human_bytes
 from editor.panel import GeneratePanel
+from editor.qtimage import from_qimage, to_qimage
 from editor.settings import Settings, log_folder
 from engines import registry
 from engines.api import (ModelStatus, Request, Result, SandcastleError, StepPreview, Task, default_model, default_model_for, delete_own_slider,
-                         demo_model, device_summary, is_offline, load_mask, model_status, own_sliders, save_mask)
+                         demo_model, device_summary, is_offline, load_mask, model_status, own_sliders, save_image, save_mask)
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self.document.frameChanged.connect(self._frame_to_panel)
         self.panel.aspect.currentIndexChanged.connect(self._apply_aspect)
         self.canvas.regionChosen.connect(self._region_from_canvas)
+        self.canvas.dragOutRequested.connect(self.drag_picture_out)
         self.panel.anchor.currentIndexChanged.connect(self._apply_aspect)
         self.canvas.zoomChanged.connect(self._update_status)
         self.candidates.chosen.connect(self.show_candidate)
@@ -139,6 +140,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self._action("&Open…", self.open_dialog, QKeySequence.Open))
         file_menu.addAction(self._action("&Save", self.save, QKeySequence.Save))
         file_menu.addAction(self._action("Save &As…", self.save_as, QKeySequence.SaveAs))
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Load mask…", self.load_mask_dialog, tip="Load a mask picture (white = repaint) of the same size"))
         file_menu.addAction(self._action("Save &mask…", self.save_mask_dialog, tip="Save the mask as a black-and-white PNG"))
@@ -159,6 +162,9 @@ class MainWindow(QMainWindow):
         stack.canRedoChanged.connect(self.redo_button.setEnabled)
         stack.undoTextChanged.connect(self._on_undo_text)
         stack.redoTextChanged.connect(self._on_redo_text)
+        edit_menu.addSeparator()
+        edit_menu.addAction(self._action("&Copy picture", self.copy_picture, QKeySequence.Copy, "Copy the picture to the clipboard"))
+        edit_menu.addAction(self._action("&Paste picture", self.paste_picture, QKeySequence.Paste, "Open the picture on the clipboard"))
         edit_menu.addSeparator()
         edit_menu.addAction(self._action("&Clear mask", self.document.clear_mask, "Ctrl+Shift+X"))
         edit_menu.addAction(self._action("&Invert mask", self.document.invert_mask, "Ctrl+I"))
@@ -388,8 +394,86 @@ class MainWindow(QMainWindow):
             self.show_error(str(exc))
             return False
         self.panel.show_message("")
+        self.discard_candidates()
         self.statusBar().showMessage(f"Opened {Path(path).name}", 4000)
+        self.remember_recent(path)
         return True
+
+    def remember_recent(self, path: str | Path) -> None:
+        path = str(Path(path).resolve())
+        recent = [p for p in self.settings["recent_files"] if isinstance(p, str) and p != path]
+        self.settings["recent_files"] = [path, *recent][:10]
+        self._save_settings()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self.settings["recent_files"] if isinstance(p, str)]
+        for i, path in enumerate(recent):
+            action = self.recent_menu.addAction(f"&{i + 1} {Path(path).name}" if i < 9 else Path(path).name)
+            action.setToolTip(path)
+            action.setEnabled(Path(path).is_file())
+            action.triggered.connect(lambda _=False, p=path: self.open_recent(p))
+        if not recent:
+            self.recent_menu.addAction("No recent pictures").setEnabled(False)
+
+    def open_recent(self, path: str) -> None:
+        if self.confirm_discard():
+            self.open_path(path)
+
+    # ---- clipboard and drag and drop ------------------------------------------------------------
+
+    def copy_picture(self) -> None:
+        if self.document.has_image:
+            QApplication.clipboard().setImage(to_qimage(self.document.image))
+            self.statusBar().showMessage("Copied the picture", 3000)
+
+    def paste_picture(self) -> None:
+        """A picture on the clipboard (or a copied picture file) becomes the open picture."""
+        data = QApplication.clipboard().mimeData()
+        files = [u.toLocalFile() for u in data.urls() if u.isLocalFile()] if data.hasUrls() else []
+        if files:
+            if self.confirm_discard():
+                self.open_path(files[0])
+            return
+        image = QApplication.clipboard().image()
+        if image.isNull():
+            self.show_error("The clipboard holds no picture.")
+            return
+        if self.confirm_discard():
+            self.document.set_image(from_qimage(image))
+            self.discard_candidates()
+            self.statusBar().showMessage(f"Pasted a {image.width()}×{image.height()} picture", 4000)
+
+    def picture_mime_data(self):
+        """The picture as pixels and as a PNG file in a temporary folder (file managers want a file)."""
+        import tempfile
+
+        from PySide6.QtCore import QMimeData, QUrl
+
+        name = (self.document.path.stem if self.document.path else "sandcastle") + ".png"
+        path = Path(tempfile.mkdtemp(prefix="sandcastle-drag-")) / name
+        save_image(str(path), self.document.image)
+        data = QMimeData()
+        data.setImageData(to_qimage(self.document.image))
+        data.setUrls([QUrl.fromLocalFile(str(path))])
+        return data
+
+    def drag_picture_out(self) -> None:
+        """Ctrl-drag on the canvas: carry the picture to another application."""
+        from PySide6.QtGui import QDrag
+
+        if not self.document.has_image:
+            return
+        try:
+            data = self.picture_mime_data()
+        except (SandcastleError, OSError) as exc:
+            self.show_error(f"The picture could not be prepared for dragging ({exc}).")
+            return
+        drag = QDrag(self)
+        drag.setMimeData(data)
+        thumb = QPixmap.fromImage(to_qimage(self.document.image)).scaled(128, 128, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+        drag.setPixmap(thumb)
+        drag.exec(Qt.CopyAction)
 
     def open_dialog(self) -> None:
         if not self.confirm_discard():
@@ -419,6 +503,7 @@ class MainWindow(QMainWindow):
             self.show_error(f"Could not save {path.name}: {exc}")
             return False
         self.statusBar().showMessage(f"Saved {path.name}", 4000)
+        self.remember_recent(path)
         return True
 
     def _folder(self) -> Path:
@@ -437,13 +522,18 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.Discard
 
     def dragEnterEvent(self, event) -> None:
-        if event.mimeData().hasUrls():
+        if event.source() is None and (event.mimeData().hasUrls() or event.mimeData().hasImage()):  # not our own drag out
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        data = event.mimeData()
+        urls = [u for u in data.urls() if u.isLocalFile()]
         if urls and self.confirm_discard():
             self.open_path(urls[0].toLocalFile())
+            event.acceptProposedAction()
+        elif not urls and data.hasImage() and self.confirm_discard():  # pixels dragged from a browser or another editor
+            self.document.set_image(from_qimage(data.imageData()))
+            self.discard_candidates()
             event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:
