@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.api import fill_mask_region, grow_mask, load_image, save_image
+from engines.api import fill_mask_region, grow_mask, load_picture, save_image
 
 
 class RegionCommand(QUndoCommand):
@@ -72,6 +72,7 @@ class Document(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.image: np.ndarray | None = None
+        self.alpha: np.ndarray | None = None  # the picture's transparency, restored on save
         self.mask: np.ndarray = np.zeros((0, 0), np.uint8)
         self.mask_qimage: QImage | None = None
         self.path: Path | None = None
@@ -84,13 +85,14 @@ class Document(QObject):
 
     # ---- whole picture ----------------------------------------------------------------------
 
-    def open(self, path: str | Path) -> None:
+    def open(self, path: str | Path, max_pixels: int) -> None:
         """Load a picture file; raises InputError (and changes nothing) when it cannot be read."""
-        image = load_image(str(path))
-        self.set_image(image, Path(path))
+        image, alpha = load_picture(str(path), max_pixels)
+        self.set_image(image, Path(path), alpha)
 
-    def set_image(self, image: np.ndarray, path: Path | None = None) -> None:
+    def set_image(self, image: np.ndarray, path: Path | None = None, alpha: np.ndarray | None = None) -> None:
         self.image = np.array(image, dtype=np.uint8, order="C")  # our own writable copy
+        self.alpha = None if alpha is None else np.array(alpha, dtype=np.uint8)  # kept aside: engines work on RGB
         self._set_mask(np.zeros(image.shape[:2], np.uint8))
         self.path, self.confirmed_path = path, None
         self.undo_stack.clear()
@@ -135,20 +137,26 @@ class Document(QObject):
         mask[top : top + h, left : left + w] = self.mask
         hints = np.zeros((*image.shape[:2], 4), np.uint8)
         hints[top : top + h, left : left + w] = self.hints
-        before = (self.image, self.mask.copy(), self.hints.copy(), self.frame)
-        after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0))
+        alpha = None
+        if self.alpha is not None:  # the new area is generated, so opaque
+            alpha = np.full(image.shape[:2], 255, np.uint8)
+            alpha[top : top + h, left : left + w] = self.alpha
+        before = (self.image, self.mask.copy(), self.hints.copy(), self.frame, self.alpha)
+        after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0), alpha)
         self._swap_pixels(*after)
         self.undo_stack.push(ResizeCommand(text, self, before, after))
 
-    def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, hints: np.ndarray, frame: tuple[int, int, int, int]) -> None:
+    def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, hints: np.ndarray, frame: tuple[int, int, int, int],
+                     alpha: np.ndarray | None) -> None:
         self.image = image.copy()  # the command keeps its own copy, whatever later steps do in place
+        self.alpha = None if alpha is None else alpha.copy()
         self._set_mask(mask.copy(), hints.copy())
         self.version += 1
         self.set_frame(frame)
         self.resized.emit()
 
     def save(self, path: str | Path) -> None:
-        save_image(str(path), self.image)
+        save_image(str(path), self.image, self.alpha)
         self.path = self.confirmed_path = Path(path)
         self.undo_stack.setClean()
         self.pathChanged.emit()

@@ -1,8 +1,8 @@
-"""Settings: device, precision, low-memory mode and an optional hub mirror."""
+"""Settings: device, precision, low-memory mode, an optional hub mirror, the largest picture to open and the autosave interval."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit
+from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox
 
 from editor.settings import CHOICES, Settings
 
@@ -33,7 +33,16 @@ class SettingsDialog(QDialog):
         self.endpoint.setPlaceholderText("https://huggingface.co")
         self.endpoint.setToolTip("A Hugging Face hub mirror to download from; empty for the hub itself.")
         form.addRow("Hub address", self.endpoint)
-        note = QLabel("Changes apply to the next generation.")
+        self.max_megapixels = QSpinBox(objectName="setting_max_megapixels", minimum=1, maximum=2000, suffix=" million pixels")
+        self.max_megapixels.setValue(int(settings["max_megapixels"]))
+        self.max_megapixels.setToolTip("Larger pictures are refused when opened, before they fill the memory.")
+        form.addRow("Largest picture", self.max_megapixels)
+        self.autosave = QSpinBox(objectName="setting_autosave_seconds", minimum=0, maximum=3600, suffix=" s")
+        self.autosave.setSpecialValueText("Only on exit")
+        self.autosave.setValue(int(settings["autosave_seconds"]))
+        self.autosave.setToolTip("How often the open work is saved aside, to restore it after a crash.")
+        form.addRow("Autosave every", self.autosave)
+        note = QLabel("Changes apply to the next generation (the autosave interval from the next start).")
         form.addRow(note)
         buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel, accepted=self.save, rejected=self.reject)
         form.addRow(buttons)
@@ -42,5 +51,7 @@ class SettingsDialog(QDialog):
         for key, combo in self.combos.items():
             self.settings[key] = combo.currentText()
         self.settings["hub_endpoint"] = self.endpoint.text().strip()
+        self.settings["max_megapixels"] = self.max_megapixels.value()
+        self.settings["autosave_seconds"] = self.autosave.value()
         self.settings.save()
         self.accept()

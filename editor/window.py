@@ -389,7 +389,7 @@ class MainWindow(QMainWindow):
         if self.runner.busy:
             self.runner.cancel()
         try:
-            self.document.open(path)
+            self.document.open(path, self.max_pixels)
         except SandcastleError as exc:
             self.show_error(str(exc))
             return False
@@ -398,6 +398,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opened {Path(path).name}", 4000)
         self.remember_recent(path)
         return True
+
+    @property
+    def max_pixels(self) -> int:
+        return int(float(self.settings["max_megapixels"]) * 1_000_000)
 
     def remember_recent(self, path: str | Path) -> None:
         path = str(Path(path).resolve())
@@ -554,7 +558,8 @@ class MainWindow(QMainWindow):
         if not d.has_image:
             return None
         candidates = [{"image": r.image, "box": r.box, "offset": r.offset, "seed": seed} for r, seed in self._candidates]
-        return Snapshot(d.image.copy(), d.mask.copy(), d.hints.copy() if d.has_hints else None, None, self.panel.state(),
+        return Snapshot(d.image.copy(), d.mask.copy(), d.hints.copy() if d.has_hints else None, None if d.alpha is None else d.alpha.copy(),
+                        self.panel.state(),
                         str(d.path) if d.path else None, candidates)
 
     def autosave(self) -> None:
@@ -579,7 +584,7 @@ class MainWindow(QMainWindow):
         restored = False
         if self.ask_restore(folder):
             try:
-                snap = read_snapshot(folder, int(self.settings["max_megapixels"] * 1_000_000))
+                snap = read_snapshot(folder, self.max_pixels)
             except RestoreError as exc:
                 self.show_error(str(exc))
                 return False  # kept on disk: a later version may read it
@@ -600,7 +605,7 @@ class MainWindow(QMainWindow):
 
     def restore(self, snap: Snapshot) -> None:
         self.discard_candidates()
-        self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None)
+        self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None, snap.alpha)
         self.document.restore_layers(snap.mask, snap.hints)
         self.document.undo_stack.resetClean()  # restored work is unsaved work
         self.panel.restore_state(snap.panel)

@@ -240,6 +240,13 @@ def load_image(path: str) -> np.ndarray:
     return imaging.load_image(path)
 
 
+def load_picture(path: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`."""
+    from engines import imaging
+
+    return imaging.load_picture(path, max_pixels)
+
+
 def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     """A mask file (white = repaint) that must match `size` = (width, height)."""
     from engines import imaging
@@ -254,11 +261,11 @@ def save_mask(path: str, mask: np.ndarray) -> None:
     imaging.save_image(path, mask)
 
 
-def save_image(path: str, image: np.ndarray) -> None:
-    """PNG, JPEG or WebP by the file's ending, written atomically."""
+def save_image(path: str, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """PNG, JPEG or WebP by the file's ending, written atomically; `alpha` is kept where the format can."""
     from engines import imaging
 
-    imaging.save_image(path, image)
+    imaging.save_image(path, image, alpha=alpha)
 
 
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:

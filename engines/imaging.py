@@ -28,13 +28,30 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # ---- files ----------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any picture PIL understands as RGB uint8, with EXIF orientation applied."""
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read any picture PIL understands as RGB uint8 (see load_picture)."""
+    return load_picture(path, max_pixels)[0]
+
+
+def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 and the picture's alpha channel (None when it has none or is fully opaque), with
+    EXIF orientation applied and an embedded colour profile converted to sRGB. Pictures above
+    `max_pixels` are refused before they are decoded."""
     name = Path(path).name
     try:
         with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"{name} is {im.width}×{im.height} ({im.width * im.height / 1e6:.3g} million pixels); Sandcastle opens "
+                                 f"pictures up to {max_pixels / 1e6:g} million pixels (Tools → Settings).")
             im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
+            im = to_srgb(im)
+            alpha = None
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                alpha = np.array(im.getchannel("A"), dtype=np.uint8)
+                if alpha.min() == 255:
+                    alpha = None
+            return to_rgb(im), alpha
     except FileNotFoundError:
         raise InputError(f"There is no file called {name}.") from None
     except IsADirectoryError:
@@ -43,6 +60,30 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{name} is too large to open (more than {MAX_PIXELS:,} pixels).") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name} could not be read as an image ({_short(exc)}).") from None
+
+
+def to_srgb(im: Image.Image) -> Image.Image:
+    """The picture in sRGB: an embedded ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
+    press profile…) is converted with LittleCMS; without one, sRGB is assumed, as browsers do."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return im
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
+            return im  # already sRGB: a conversion would only add rounding
+        alpha = im.getchannel("A") if im.mode == "RGBA" else None
+        converted = ImageCms.profileToProfile(im.convert("RGB") if alpha is not None else im, source, ImageCms.createProfile("sRGB"),
+                                              outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im  # a damaged profile: the pixels as stored are the best guess left
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
@@ -95,13 +136,19 @@ def load_hints(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     return rgba
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
-    """Write through a temporary file and rename, so an existing file is never left truncated."""
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95, alpha: np.ndarray | None = None) -> None:
+    """Write through a temporary file and rename, so an existing file is never left truncated.
+    With `alpha`, PNG and WebP keep the transparency; JPEG has none, so it gets a white background."""
     path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"Sandcastle saves PNG, JPEG or WebP; {path.name} has none of those endings.")
     mode = "L" if image.ndim == 2 else "RGB"
+    if alpha is not None and fmt == "JPEG":
+        a = alpha[..., None].astype(np.float32) / 255
+        image = np.round(image * a + 255 * (1 - a)).astype(np.uint8)
+    elif alpha is not None:
+        image, mode = np.dstack([image, alpha]), "RGBA"
     fd, tmp = tempfile.mkstemp(prefix=".sandcastle-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

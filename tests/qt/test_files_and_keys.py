@@ -100,3 +100,24 @@ def test_ctrl_drag_on_the_canvas_asks_to_drag_out_and_paints_nothing(qtbot, wind
     assert asked and window.document.mask.max() == 0
     paint_stroke(qtbot, window, [(100, 100)])
     assert window.document.mask.max() == 255
+
+
+def test_transparency_survives_an_edit_and_save(qtbot, window, tmp_path, photo):
+    rgba = np.dstack([photo, np.tile(np.linspace(0, 255, 512, dtype=np.uint8), (512, 1))])
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    assert window.open_path(tmp_path / "clear.png")
+    paint_stroke(qtbot, window, [(200, 200), (300, 200)])
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        window.generate()
+    assert window._save_to(tmp_path / "out.png")
+    saved = np.asarray(Image.open(tmp_path / "out.png"))
+    assert saved.shape == (512, 512, 4) and np.array_equal(saved[..., 3], rgba[..., 3])
+    assert not np.array_equal(saved[..., :3], photo)
+
+
+def test_a_picture_above_the_limit_is_refused_with_the_setting_named(qtbot, window, tmp_path, original):
+    window.settings["max_megapixels"] = 1
+    Image.new("RGB", (1500, 1000)).save(tmp_path / "big.png")
+    assert not window.open_path(tmp_path / "big.png")
+    assert "1.5 million pixels" in window.panel.message.text() and "Settings" in window.panel.message.text()
+    assert np.array_equal(window.document.image, original)
