@@ -8,6 +8,7 @@ from typing import Callable
 from PySide6.QtWidgets import QApplication
 
 from editor.settings import setup_logging
+from editor.theme import follow_system_theme
 from editor.window import MainWindow
 
 
@@ -23,6 +24,7 @@ def run_app(argv: list[str], build: Callable[[list[str]], MainWindow]) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     app.setApplicationName("Sandcastle")
     app.setOrganizationName("Sandcastle")
+    follow_system_theme(app)
     window = build(argv)
     window.show()
     return app.exec()
