@@ -16,6 +16,8 @@ TOOLS = ("brush", "rectangle", "ellipse", "lasso", "fill")
 SHAPES = ("rectangle", "ellipse", "lasso")
 MIN_BRUSH, MAX_BRUSH = 1, 1000
 FRAME_SNAP = 8  # uncrop sides move in steps the model's 8-pixel grid likes
+OVERVIEW = 4  # zoomed out below 1/OVERVIEW, the picture is drawn from a copy this many times smaller
+OVERVIEW_FROM = 2048  # pictures with a side at least this long get the overview copy
 
 
 def checkerboard(size: int = 16) -> QPixmap:
@@ -45,16 +47,15 @@ class MaskOverlay(QGraphicsItem):
         return QRectF(0, 0, w, h)
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
-        mask = self.document.mask_qimage
-        if mask is None:
+        if self.document.mask_qimage is None:
             return
-        rect = option.exposedRect.toAlignedRect().intersected(QRect(0, 0, mask.width(), mask.height()))
-        if rect.isEmpty():
+        sampled = sample_layer(self.document.mask, option.exposedRect, painter.worldTransform().m11())
+        if sampled is None:
             return
-        part = mask.copy(rect)
-        scale = painter.worldTransform().m11()
-        if scale < 1.0:  # zoomed out: convert only as many pixels as the screen shows
-            part = part.scaled(max(1, int(rect.width() * scale)), max(1, int(rect.height() * scale)), Qt.IgnoreAspectRatio, Qt.FastTransformation)
+        rect, pixels = sampled
+        if not pixels.any():
+            return
+        part = QImage(pixels.data, pixels.shape[1], pixels.shape[0], pixels.strides[0], QImage.Format_Alpha8)
         tinted = QImage(part.size(), QImage.Format_ARGB32_Premultiplied)
         tinted.fill(self.colour)
         p = QPainter(tinted)
@@ -77,12 +78,30 @@ class HintsOverlay(QGraphicsItem):
         return QRectF(0, 0, *self.document.size)
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
-        hints = self.document.hints_qimage
-        if hints is None:
+        if self.document.hints_qimage is None:
             return
-        rect = option.exposedRect.toAlignedRect().intersected(QRect(0, 0, hints.width(), hints.height()))
-        if not rect.isEmpty():
-            painter.drawImage(QRectF(rect), hints, QRectF(rect))
+        sampled = sample_layer(self.document.hints, option.exposedRect, painter.worldTransform().m11())
+        if sampled is not None and sampled[1][..., 3].any():
+            rect, pixels = sampled
+            painter.drawImage(QRectF(rect), QImage(pixels.data, pixels.shape[1], pixels.shape[0], pixels.strides[0], QImage.Format_RGBA8888))
+
+
+def sample_layer(layer, exposed: QRectF, scale: float):
+    """The exposed part of a mask or hints array, as (rect, contiguous pixels). Zoomed out, every
+    n-th pixel only: as many as the screen shows, read straight from the array (scaling the whole
+    exposed part of a 48-megapixel layer would cost tens of milliseconds per repaint). None when
+    nothing of the layer is exposed."""
+    import numpy as np
+
+    h, w = layer.shape[:2]
+    rect = exposed.toAlignedRect().intersected(QRect(0, 0, w, h))
+    if rect.isEmpty():
+        return None
+    step = max(1, int(1 / scale)) if scale > 0 else 1
+    x0, y0 = rect.x() // step * step, rect.y() // step * step
+    x1, y1 = rect.x() + rect.width(), rect.y() + rect.height()
+    pixels = np.ascontiguousarray(layer[y0:y1:step, x0:x1:step])
+    return QRect(x0, y0, pixels.shape[1] * step, pixels.shape[0] * step), pixels
 
 
 class CanvasView(QGraphicsView):
@@ -109,6 +128,12 @@ class CanvasView(QGraphicsView):
         self.setFocusPolicy(Qt.StrongFocus)
         self.image_item = QGraphicsPixmapItem()
         self.image_item.setTransformationMode(Qt.SmoothTransformation)
+        # Drawing a 48-megapixel pixmap scaled down to the screen takes ~45 ms, too slow for panning and
+        # zooming; a quarter-size copy gives the same screen pixels at that zoom for a sixteenth of the work.
+        self.overview_item = QGraphicsPixmapItem()
+        self.overview_item.setTransformationMode(Qt.SmoothTransformation)
+        self.overview_item.setTransform(QTransform.fromScale(OVERVIEW, OVERVIEW))
+        self.overview_item.setVisible(False)
         self.mask_item = MaskOverlay(document)
         self.hints_item = HintsOverlay(document)
         self.preview_item = QGraphicsPixmapItem()
@@ -122,6 +147,9 @@ class CanvasView(QGraphicsView):
         for z, item in enumerate((self.image_item, self.mask_item, self.hints_item, self.before_item, self.preview_item)):
             item.setZValue(z)
             self.scene().addItem(item)
+        self.overview_item.setZValue(self.image_item.zValue())
+        self.scene().addItem(self.overview_item)
+        self.zoomChanged.connect(self._choose_level)
         # The uncrop frame: the picture-to-be, drawn as a checkerboard under the picture.
         self.frame_item = QGraphicsRectItem()
         self.frame_item.setBrush(QBrush(checkerboard()))
@@ -166,7 +194,11 @@ class CanvasView(QGraphicsView):
     # ---- document ---------------------------------------------------------------------------
 
     def _on_loaded(self) -> None:
-        self.image_item.setPixmap(QPixmap.fromImage(to_qimage(self.document.image)))
+        image = to_qimage(self.document.image)
+        self.image_item.setPixmap(QPixmap.fromImage(image))
+        big = max(image.width(), image.height()) >= OVERVIEW_FROM
+        self.overview_item.setPixmap(QPixmap.fromImage(image.scaled(image.width() // OVERVIEW, image.height() // OVERVIEW,
+                                                                    Qt.IgnoreAspectRatio, Qt.SmoothTransformation)) if big else QPixmap())
         self.mask_item.prepareGeometryChange()
         self.hints_item.prepareGeometryChange()
         self._on_frame_changed()
@@ -210,6 +242,23 @@ class CanvasView(QGraphicsView):
         painter.drawImage(x, y, to_qimage(self.document.image[y : y + h, x : x + w]))
         painter.end()
         self.image_item.setPixmap(pixmap)
+        if not self.overview_item.pixmap().isNull():
+            # The same rectangle, widened to whole overview pixels, scaled down into the overview.
+            x0, y0 = x // OVERVIEW * OVERVIEW, y // OVERVIEW * OVERVIEW
+            x1, y1 = min(-(-(x + w) // OVERVIEW) * OVERVIEW, self.document.size[0]), min(-(-(y + h) // OVERVIEW) * OVERVIEW, self.document.size[1])
+            part = to_qimage(self.document.image[y0:y1, x0:x1]).scaled(max(1, (x1 - x0) // OVERVIEW), max(1, (y1 - y0) // OVERVIEW),
+                                                                      Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+            overview = self.overview_item.pixmap()
+            painter = QPainter(overview)
+            painter.setCompositionMode(QPainter.CompositionMode_Source)
+            painter.drawImage(x0 // OVERVIEW, y0 // OVERVIEW, part)
+            painter.end()
+            self.overview_item.setPixmap(overview)
+
+    def _choose_level(self, zoom: float) -> None:
+        use_overview = zoom < 1 / OVERVIEW and not self.overview_item.pixmap().isNull()
+        self.overview_item.setVisible(use_overview)
+        self.image_item.setVisible(not use_overview)
 
     # ---- preview ----------------------------------------------------------------------------
 
@@ -435,7 +484,7 @@ class CanvasView(QGraphicsView):
             self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
             return
-        self._cursor_pos = self.mapToScene(event.position().toPoint())
+        self._move_cursor(self.mapToScene(event.position().toPoint()))
         if self._region_start is not None:
             x, y, side = self._square(self._region_start, self._cursor_pos)
             self.region_item.setRect(QRectF(x, y, side, side))
@@ -452,7 +501,21 @@ class CanvasView(QGraphicsView):
             self._paint_segment(self._stroke_last, self._cursor_pos)
             self._stroke_last = self._cursor_pos
         super().mouseMoveEvent(event)
-        self.viewport().update()
+
+    def _cursor_rect(self) -> QRect:
+        """Where the brush outline is drawn on screen (for repainting only there)."""
+        if self._cursor_pos is None:
+            return QRect()
+        centre = self.mapFromScene(self._cursor_pos)
+        r = int(self.brush_size / 2 * self.zoom) + 4
+        return QRect(centre.x() - r, centre.y() - r, 2 * r, 2 * r)
+
+    def _move_cursor(self, pos: QPointF | None) -> None:
+        # Repaint only where the outline was and where it goes: a full repaint of a zoomed-out
+        # 48-megapixel picture on every mouse move would make the brush lag.
+        old = self._cursor_rect()
+        self._cursor_pos = pos
+        self.viewport().update(old.united(self._cursor_rect()))
 
     def mouseReleaseEvent(self, event) -> None:
         if self._panning and event.button() in (Qt.MiddleButton, Qt.LeftButton):
@@ -499,8 +562,7 @@ class CanvasView(QGraphicsView):
         self.document.set_frame(tuple(sides.values()))
 
     def leaveEvent(self, event) -> None:
-        self._cursor_pos = None
-        self.viewport().update()
+        self._move_cursor(None)
         super().leaveEvent(event)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:

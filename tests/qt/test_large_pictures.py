@@ -1,0 +1,43 @@
+"""Large pictures stay quick to show: a quarter-size copy when zoomed far out, layers sampled."""
+
+import numpy as np
+from PIL import Image
+from PySide6.QtGui import QColor
+
+from editor.qtimage import from_qimage
+
+
+def test_zoomed_out_the_overview_copy_is_drawn_and_follows_edits(qtbot, window, tmp_path):
+    big = np.zeros((1600, 2400, 3), np.uint8)
+    big[:, :1200] = (0, 0, 200)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    assert window.open_path(tmp_path / "big.png")
+    canvas = window.canvas
+    canvas.set_zoom(0.2)
+    assert canvas.overview_item.isVisible() and not canvas.image_item.isVisible()
+    canvas.set_zoom(0.5)
+    assert canvas.image_item.isVisible() and not canvas.overview_item.isVisible()
+
+    green = big.copy()
+    green[400:800, 1600:2000] = (0, 220, 0)
+    window.document.apply_result(green, (1600, 400, 400, 400), "paint green")
+    overview = from_qimage(canvas.overview_item.pixmap().toImage())
+    assert overview.shape == (400, 600, 3)
+    assert tuple(overview[150, 450]) == (0, 220, 0) and tuple(overview[50, 450]) == (0, 0, 0) and tuple(overview[50, 50]) == (0, 0, 200)
+
+
+def test_the_mask_shows_when_zoomed_far_out(qtbot, window, tmp_path):
+    Image.fromarray(np.zeros((1600, 2400, 3), np.uint8)).save(tmp_path / "big.png")
+    window.open_path(tmp_path / "big.png")
+    mask = np.zeros((1600, 2400), np.uint8)
+    mask[600:1000, 1000:1400] = 255
+    window.document.replace_mask(mask, "square")
+    window.canvas.set_mask_visible(True)
+    window.set_mask_colour(QColor(255, 0, 0))
+    window.mask_opacity.setValue(100)
+    window.canvas.set_zoom(0.15)
+    window.canvas.centerOn(1200, 800)
+    qtbot.wait(20)
+    shot = window.canvas.viewport().grab().toImage()
+    inside, outside = shot.pixelColor(window.canvas.mapFromScene(1200, 800)), shot.pixelColor(window.canvas.mapFromScene(400, 300))
+    assert (inside.red(), inside.green()) == (255, 0) and outside.red() == 0
