@@ -22,6 +22,12 @@ COMMANDS = ("run", "demo-model")
 # ---- arguments ----------------------------------------------------------------------------------
 
 
+
+def say(text: str) -> None:
+    """One line on stderr. File names that are not valid UTF-8 reach us with surrogate escapes;
+    they are shown with U+FFFD in their place, as file managers do, instead of failing to print."""
+    print(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), file=sys.stderr, flush=True)
+
 def gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandcastle", description="Sandcastle image editor.",
                                      epilog="Headless: sandcastle run TASK --help; sandcastle demo-model --help")
@@ -115,6 +121,8 @@ def parse_extend(text: str) -> dict[str, int]:
 
 def run_headless(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
+    import numpy as np
+
     from engines import imaging, registry
     from engines.api import InputError, ModelUnavailable, Request, SandcastleError, Task
 
@@ -124,7 +132,7 @@ def run_headless(argv: list[str]) -> int:
         except ValueError:
             raise InputError(f"Unknown task {args.task!r}; choose one of {', '.join(t.value for t in Task)}.") from None
         engine = registry.get(task.value)
-        image = imaging.load_image(args.image)
+        image, alpha = imaging.load_picture(args.image)
         mask = imaging.load_mask(args.mask, (image.shape[1], image.shape[0])) if args.mask else None
         out = Path(args.out)
         if not out.parent.is_dir():
@@ -159,7 +167,7 @@ def run_headless(argv: list[str]) -> int:
 
         def on_step(step) -> None:
             stage = f"pass {step.pass_index}/{step.passes} " if step.passes > 1 else ""
-            print(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s", file=sys.stderr, flush=True)
+            say(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s")
             if previews is not None and step.image is not None:
                 name = f"pass-{step.pass_index:02d}-step-{step.step:03d}.png" if step.passes > 1 else f"step-{step.step:03d}.png"
                 imaging.save_image(previews / name, step.image)
@@ -167,17 +175,23 @@ def run_headless(argv: list[str]) -> int:
         from engines.api import CancelToken
 
         result = engine.run(request, on_step, CancelToken())
-        imaging.save_image(out, result.image)
-        print(f"wrote {out} ({result.seconds:.1f} s)", file=sys.stderr)
+        for warning in result.info.get("warnings", []):
+            say(f"sandcastle: warning: {warning}")
+        if alpha is not None and result.image.shape[:2] != alpha.shape:  # uncrop grew the picture: its new area is opaque
+            grown = np.full(result.image.shape[:2], 255, np.uint8)
+            grown[result.offset[1] : result.offset[1] + alpha.shape[0], result.offset[0] : result.offset[0] + alpha.shape[1]] = alpha
+            alpha = grown
+        imaging.save_image(out, result.image, alpha=alpha)
+        say(f"wrote {out} ({result.seconds:.1f} s)")
         return 0
     except InputError as exc:
-        print(f"sandcastle: {exc}", file=sys.stderr)
+        say(f"sandcastle: {exc}")
         return 2
     except ModelUnavailable as exc:
-        print(f"sandcastle: {exc}", file=sys.stderr)
+        say(f"sandcastle: {exc}")
         return 3
     except SandcastleError as exc:
-        print(f"sandcastle: {exc}", file=sys.stderr)
+        say(f"sandcastle: {exc}")
         return 1
 
 
@@ -193,13 +207,13 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
         from engines import models
 
         raise ModelUnavailable(models.unavailable_message(models.ModelSource("hub", status.location)))
-    print(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})", file=sys.stderr)
+    say(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})")
     last = [0.0]
 
     def show(p) -> None:
         if p.done_bytes == p.total_bytes or p.done_bytes - last[0] >= 0.02 * p.total_bytes:
             last[0] = p.done_bytes
-            print(f"  {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  {p.bytes_per_second / 1e6:.1f} MB/s", file=sys.stderr, flush=True)
+            say(f"  {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  {p.bytes_per_second / 1e6:.1f} MB/s")
 
     download_model(status.location, status.components, show, CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
@@ -216,9 +230,9 @@ def convert_diffae(argv: list[str]) -> int:
     try:
         kind = convert(args.checkpoint, args.out)
     except InputError as exc:
-        print(f"sandcastle: {exc}", file=sys.stderr)
+        say(f"sandcastle: {exc}")
         return 2
-    print(f"wrote the {kind} to {args.out}", file=sys.stderr)
+    say(f"wrote the {kind} to {args.out}")
     return 0
 
 
@@ -227,7 +241,7 @@ def write_demo_model(argv: list[str]) -> int:
     from engines.testing import write_diffae, write_model
 
     folder = write_diffae(args.dir) if args.kind == "diffae" else write_model(args.dir, args.kind, args.size)
-    print(f"wrote a random-weight {args.kind} model ({args.size}) to {folder}", file=sys.stderr)
+    say(f"wrote a random-weight {args.kind} model ({args.size}) to {folder}")
     return 0
 
 

@@ -73,7 +73,7 @@ def write_snapshot(folder: Path, snap: Snapshot, clean_exit: bool) -> None:
             candidates.append({"file": name, "box": list(c["box"]), "offset": list(c["offset"]), "seed": int(c["seed"])})
         meta = {"format": FORMAT, "saved_at": time.time(), "clean_exit": clean_exit, "source_path": snap.source_path,
                 "files": files, "panel": snap.panel, "candidates": candidates}
-        (fresh / SESSION_JSON).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        (fresh / SESSION_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")  # ASCII escapes keep non-UTF-8 names
         old = folder.with_name(f".{folder.name}-old-{uuid.uuid4().hex[:8]}")
         if folder.exists():
             folder.rename(old)  # the lock file stays with the session: it lives beside the folder, not in it

@@ -112,7 +112,7 @@ class Settings:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=2, ensure_ascii=False)
+            json.dump(self.data, f, indent=2)  # ASCII escapes: a file name that is not UTF-8 survives the round trip
         os.replace(tmp, path)
 
     def __getitem__(self, key: str) -> Any:

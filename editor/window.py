@@ -941,6 +941,8 @@ class MainWindow(QMainWindow):
 
     def _on_finished(self, job_id: int, result: Result) -> None:
         self.canvas.clear_preview()
+        if isinstance(result, Result) and result.info.get("warnings"):
+            self.panel.show_message(" ".join(result.info["warnings"]))  # shown, not an error: the result is still applied
         if self._fit_job and self._fit_job[0] == job_id:
             self._on_slider_fitted(self._fit_job[1])
             self._fit_job = None

@@ -24,7 +24,7 @@ import numpy as np
 
 from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, StepPreview, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for
+from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -92,5 +92,5 @@ class ColorizeEngine:
         coloured = imaging.with_lightness(l_full, ab * p["saturation"])
         result = imaging.paste_back(image, coloured, box, alpha) if masked else coloured
         return Result(image=result, box=box, seconds=time.perf_counter() - started,
-                      info={"model": loaded.source.label, "size": size, "masked": masked, "hints": hint_ab is not None,
+                      info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "masked": masked, "hints": hint_ab is not None,
                             "device": str(device), "dtype": str(dtype).replace("torch.", "")})

@@ -18,7 +18,7 @@ import time
 
 from engines import imaging, models, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for
+from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
 
 MODELS = {"instruct": "timbrooks/instruct-pix2pix", "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 GUIDANCE = (1.0, 20.0)
@@ -80,6 +80,6 @@ class EditEngine:
             image=generated,
             box=box,
             seconds=time.perf_counter() - started,
-            info={"model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
+            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
                   "dtype": str(dtype).replace("torch.", "")},
         )

@@ -57,7 +57,7 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple
     except IsADirectoryError:
         raise InputError(f"{name} is a folder, not an image.") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{name} is too large to open (more than {MAX_PIXELS:,} pixels).") from None
+        raise InputError(f"{name} is too large to open (more than {max_pixels / 1e6:g} million pixels).") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name} could not be read as an image ({_short(exc)}).") from None
 
@@ -243,9 +243,9 @@ def binary(mask: np.ndarray) -> np.ndarray:
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow (pixels > 0) or shrink (< 0) a mask by a Euclidean distance; returns uint8 0/255."""
     inside = binary(mask)
-    if pixels > 0:
+    if pixels > 0 and inside.any():
         inside = ndimage.distance_transform_edt(~inside) <= pixels
-    elif pixels < 0:
+    elif pixels < 0 and not inside.all():  # the picture's border is not an edge: a full mask stays full
         inside = ndimage.distance_transform_edt(inside) > -pixels
     return np.where(inside, 255, 0).astype(np.uint8)
 
@@ -267,7 +267,7 @@ def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     """Float alpha in [0, 1]: 1 on the mask, a smooth ramp over `radius` pixels outside it, and
     exactly 0 farther than `radius` from the mask, so those pixels are pasted back unchanged."""
     inside = binary(mask)
-    if radius <= 0:
+    if radius <= 0 or not inside.any():  # an empty mask has no distance to measure from (the EDT would be garbage)
         return inside.astype(np.float32)
     distance = ndimage.distance_transform_edt(~inside)
     t = np.clip(1.0 - distance / radius, 0.0, 1.0)

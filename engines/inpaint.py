@@ -32,6 +32,7 @@ from engines.api import (
     ParamSpec,
     Request,
     Result,
+    SandcastleError,
     StepCallback,
     StepPreview,
     Task,
@@ -107,7 +108,7 @@ class InpaintEngine:
             image=result,
             box=box,
             seconds=time.perf_counter() - started,
-            info={"model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
+            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
                   "preview": getattr(previewer, "name", "off"), "device": str(device), "dtype": str(dtype).replace("torch.", "")},
         )
 
@@ -121,6 +122,36 @@ def load_for(request: Request, purpose: str = "inpaint", default_model: str = DE
     dtype = models.pick_dtype(device, request.dtype)
     loaded = models.load_pipeline(purpose, request.model or default_model, device, dtype, request.memory, request.allow_pickle)
     return loaded, device, dtype
+
+
+def prompt_warnings(loaded: models.LoadedPipeline, request: Request) -> list[str]:
+    """What the person should know about their words: CLIP reads at most 77 tokens, the rest is dropped."""
+    warnings = []
+    tokenizer = getattr(loaded.pipe, "tokenizer", None)
+    for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+        if tokenizer is None or not text:
+            continue
+        ids = tokenizer(text, truncation=False).input_ids
+        if len(ids) > tokenizer.model_max_length:
+            kept = tokenizer.decode(ids[1 : tokenizer.model_max_length - 1]).split()
+            warnings.append(f"The {label} is longer than the text encoder reads ({len(ids)} tokens, at most {tokenizer.model_max_length}): "
+                            f"only the first {len(kept)} words or so count, up to “{' '.join(kept[-3:])}”.")
+    return warnings
+
+
+def decode_in_float32(pipe: Any, latents: torch.Tensor) -> np.ndarray:
+    """Decode final latents with the VAE temporarily in float32: the SD 1.x/2.x VAE overflows in
+    float16 on some pictures and returns NaN (shown as black)."""
+    vae = pipe.vae
+    original = vae.dtype
+    vae.to(dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            scaled = latents.to(device=vae.device, dtype=torch.float32) / vae.config.scaling_factor
+            decoded = vae.decode(scaled, return_dict=False)[0]
+        return pipe.image_processor.postprocess(decoded, output_type="np")[0]
+    finally:
+        vae.to(dtype=original)
 
 
 def generate_crop(
@@ -156,9 +187,11 @@ def generate_crop(
     pipe.scheduler = models.make_scheduler(p["scheduler"], pipe.scheduler.config)
     x0 = preview.X0Capture(pipe.scheduler)
     last = [time.perf_counter()]
+    final_latents: list[torch.Tensor] = []  # the last step's latents, to decode again in float32 if float16 fails
 
     def on_step_end(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
         now = time.perf_counter()
+        final_latents[:] = [tensors["latents"]]
         shown = None
         if previewer is not None:
             latents = x0.x0 if x0.x0 is not None else tensors["latents"]
@@ -193,5 +226,11 @@ def generate_crop(
                 "lower Generation size, or set Low-memory mode to lowest in Settings."
             ) from None
         raise
-    generated = np.clip(np.round(output.images[0] * 255.0), 0, 255).astype(np.uint8)
+    decoded = output.images[0]
+    if (not np.isfinite(decoded).all() or decoded.max() <= 0) and pipe.vae.dtype != torch.float32 and final_latents:
+        decoded = decode_in_float32(pipe, final_latents[0])
+    if not np.isfinite(decoded).all():
+        raise SandcastleError("The model produced an invalid picture (NaN) even when decoded in float32; try Precision float32 in Settings "
+                              "or another model.")
+    generated = np.clip(np.round(decoded * 255.0), 0, 255).astype(np.uint8)
     return imaging.resize(generated, (width, height)), size

@@ -22,7 +22,7 @@ import numpy as np
 
 from engines import imaging, preview
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import DEFAULT_MODEL, SPEC as INPAINT_SPEC, generate_crop, load_for
+from engines.inpaint import DEFAULT_MODEL, SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
 
 Box = tuple[int, int, int, int]
 SIDES = ("left", "top", "right", "bottom")
@@ -107,7 +107,7 @@ class UncropEngine:
             box=(0, 0, canvas.shape[1], canvas.shape[0]),
             offset=(left, top),
             seconds=time.perf_counter() - started,
-            info={"model": loaded.source.label, "passes": len(tiles), "window": window, "device": str(device),
+            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "passes": len(tiles), "window": window, "device": str(device),
                   "dtype": str(dtype).replace("torch.", ""), "sides": sides},
         )
 

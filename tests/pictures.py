@@ -53,3 +53,67 @@ def exif_rotated_jpeg(path, image: np.ndarray, orientation: int = 6) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(image).save(path, exif=exif.tobytes(), quality=95)
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header declares width×height but carries almost no data: what a decompression bomb
+    or a forged size looks like before decoding."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def bad_input_corpus(folder, photo: np.ndarray) -> dict[str, tuple[str, bool]]:
+    """Write the corpus of awkward inputs into `folder`: name → (file name, whether it must open)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    small = np.ascontiguousarray(photo[:64, :96])
+    Image.fromarray(small).save(folder / "good.png")
+    Image.fromarray(small).save(folder / "good.jpg", quality=90)
+    corpus: dict[str, tuple[str, bool]] = {}
+
+    def add(name: str, file: str, opens: bool) -> None:
+        corpus[name] = (file, opens)
+
+    (folder / "zero.png").write_bytes(b"")
+    add("zero-byte file", "zero.png", False)
+    (folder / "truncated.png").write_bytes((folder / "good.png").read_bytes()[:200])
+    add("truncated PNG", "truncated.png", False)
+    (folder / "truncated.jpg").write_bytes((folder / "good.jpg").read_bytes()[:300])
+    add("truncated JPEG", "truncated.jpg", False)
+    (folder / "text.png").write_text("this is not a picture\n")
+    add("text file named .png", "text.png", False)
+    Image.new("RGB", (1, 1), (200, 0, 0)).save(folder / "one.png")
+    add("1×1 image", "one.png", True)
+    Image.fromarray((np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10)).save(folder / "deep.png")
+    add("16-bit PNG", "deep.png", True)
+    Image.fromarray(small).convert("CMYK").save(folder / "cmyk.jpg")
+    add("CMYK JPEG", "cmyk.jpg", True)
+    pal = Image.fromarray(small).convert("P", palette=Image.ADAPTIVE, colors=16)
+    pal.save(folder / "palette.png", transparency=0)
+    add("palette image with transparency", "palette.png", True)
+    frames = [Image.fromarray(np.full((64, 96, 3), v, np.uint8)) for v in (30, 120, 220)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    add("animated GIF", "animated.gif", True)
+    exif_rotated_jpeg(folder / "rotated.jpg", np.ascontiguousarray(np.rot90(small, 1)), orientation=6)
+    add("EXIF-rotated JPEG", "rotated.jpg", True)
+    png_header_only(folder / "bomb.png", 200_000, 200_000)
+    add("decompression-bomb header", "bomb.png", False)
+    png_header_only(folder / "declared.png", 30_000, 30_000)
+    add("30000×30000 declared size", "declared.png", False)
+    return corpus
+
+
+def non_utf8_name(folder, photo: np.ndarray) -> str:
+    """A picture whose file name is not valid UTF-8 (Latin-1 bytes), as the str Python gives for it."""
+    import os
+
+    raw = os.fsencode(str(folder)) + b"/caf\xe9-\xff.png"
+    with open(raw, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(photo[:64, :96])).save(f, "PNG")
+    return os.fsdecode(raw)
