@@ -1,7 +1,7 @@
 """Inpainting benchmarks: Sandcastle's engine against the bare diffusers pipeline, the cost of the
 per-step previews, and the longest stall of the GUI event loop while a generation runs.
 
-    python -m benchmarks [--size small] [--steps 10] [--repeats 3] [--json out.json]
+    python -m benchmarks [--size small|sd15] [--steps 10] [--repeats 3] [--device cuda] [--dtype float16] [--compile] [--json out.json]
 
 Every figure is measured in this one run, on the same model, inputs, scheduler and seed; the
 ratios are what to compare across machines. The model has random weights (speed does not depend
@@ -34,17 +34,61 @@ def photo_and_mask() -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+DEVICE, DTYPE, COMPILE = "cpu", "float32", False  # set from the command line
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def engine_request(model: str, image, mask, steps: int, preview: str):
+    from engines.api import Request, Task
+
+    return Request(Task.INPAINT, image, mask, prompt="a bench", steps=steps, seed=1, model=model, device=DEVICE, dtype=DTYPE, compile=COMPILE,
+                   params={"scheduler": "DDIM", "preview": preview, "padding": 512})  # padding: the whole picture, as the bare call
+
+
 def time_engine(model: str, image, mask, steps: int, preview: str) -> tuple[float, list[float]]:
     from engines import registry
-    from engines.api import CancelToken, Request, Task
+    from engines.api import CancelToken
 
     engine = registry.get("inpaint")
     stamps: list[float] = []
-    request = Request(Task.INPAINT, image, mask, prompt="a bench", steps=steps, seed=1, model=model,
-                      params={"scheduler": "DDIM", "preview": preview, "padding": 512})  # padding: the whole picture, as the bare call
+    sync()
     start = time.perf_counter()
-    engine.run(request, lambda s: stamps.append(time.perf_counter()), CancelToken())
+    engine.run(engine_request(model, image, mask, steps, preview), lambda s: stamps.append(time.perf_counter()), CancelToken())
+    sync()
     return time.perf_counter() - start, [t - start for t in stamps]
+
+
+def cancel_latency_s(model: str, image, mask, steps: int) -> float:
+    """From pressing Cancel to the engine having stopped. Cancel is pressed from another thread half
+    a step after step 2 ended, as a person's click lands in the middle of a step."""
+    import threading
+
+    from engines import registry
+    from engines.api import CancelToken, Cancelled
+
+    token, pressed, ends = CancelToken(), [], []
+
+    def press() -> None:
+        pressed.append(time.perf_counter())
+        token.cancel()
+
+    def on_step(step) -> None:
+        ends.append(time.perf_counter())
+        if step.step == 2:
+            threading.Timer((ends[1] - ends[0]) / 2, press).start()
+
+    try:
+        registry.get("inpaint").run(engine_request(model, image, mask, steps, "linear"), on_step, token)
+    except Cancelled:
+        pass
+    sync()
+    return time.perf_counter() - pressed[0]
 
 
 def time_bare(model: str, image, mask, steps: int) -> float:
@@ -54,12 +98,37 @@ def time_bare(model: str, image, mask, steps: int) -> float:
 
     from engines import models
 
-    pipe = models.load_pipeline("inpaint", model, torch.device("cpu"), torch.float32).pipe
+    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), compile=COMPILE).pipe
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    sync()
     start = time.perf_counter()
     pipe(prompt="a bench", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=512, width=512,
          num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(1), output_type="np")
+    sync()
     return time.perf_counter() - start
+
+
+def attention_slicing_ratio(model: str, image, mask, steps: int) -> float:
+    """Bare pipeline time with attention slicing ÷ without, on this device: whether slicing helps here."""
+    import torch
+
+    from engines import models
+
+    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), compile=COMPILE).pipe
+    plain = time_bare(model, image, mask, steps)
+    pipe.enable_attention_slicing()
+    try:
+        sliced = time_bare(model, image, mask, steps)
+    finally:
+        pipe.disable_attention_slicing()
+    return sliced / plain
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e3 if sys.platform != "darwin" else peak / 1e6
 
 
 def preview_cost_ms(repeats: int = 200) -> float:
@@ -69,8 +138,8 @@ def preview_cost_ms(repeats: int = 200) -> float:
 
     from engines import preview
 
-    previewer = preview.LinearPreview("sd", torch.device("cpu"), torch.float32)
-    latents = torch.randn(1, 4, 64, 64)
+    previewer = preview.LinearPreview("sd", torch.device(DEVICE), getattr(torch, DTYPE))
+    latents = torch.randn(1, 4, 64, 64, device=DEVICE, dtype=getattr(torch, DTYPE))
     base = np.zeros((512, 512, 3), np.uint8)
     alpha = np.ones((512, 512), np.float32)
     start = time.perf_counter()
@@ -93,6 +162,7 @@ def gui_stall(model: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         Image.fromarray(image).save(Path(tmp) / "photo.png")
         win = main.build([str(Path(tmp) / "photo.png"), "--model", model])
+    win.settings["device"], win.settings["precision"], win.settings["compile_unet"] = DEVICE, DTYPE, COMPILE
     win.confirm_discard = lambda: True
     win.show()
     while not win.panel.generate.isEnabled():
@@ -131,10 +201,17 @@ def main() -> None:
     parser.add_argument("--size", default="small", choices=("tiny", "small", "sd15"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default), float16 (GPU default) or bfloat16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (compile time reported apart)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
     import torch
+
+    global DEVICE, DTYPE, COMPILE
+    DEVICE, COMPILE = args.device, args.compile
+    DTYPE = args.dtype or ("float16" if DEVICE.startswith("cuda") else "float32")
 
     from engines.testing import write_model
 
@@ -142,8 +219,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = str(write_model(Path(tmp) / "model", "inpaint", args.size))
         unet_params = sum(p.numel() for p in __import__("diffusers").UNet2DConditionModel.from_pretrained(model, subfolder="unet").parameters())
-        time_bare(model, image, mask, 2)  # warm-up: load, allocate, first-call costs
+        started = time.perf_counter()
+        time_bare(model, image, mask, 2)  # warm-up: load, allocate, first-call costs (and the compile, with --compile)
+        warmup_s = time.perf_counter() - started
         time_engine(model, image, mask, 2, "off")
+        if DEVICE.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         bare, engine_off, engine_linear, first_preview = [], [], [], []
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits all three alike
             bare.append(time_bare(model, image, mask, args.steps))
@@ -151,18 +232,27 @@ def main() -> None:
             seconds, stamps = time_engine(model, image, mask, args.steps, "linear")
             engine_linear.append(seconds)
             first_preview.append(stamps[0])
+        cancel_s = statistics.median(cancel_latency_s(model, image, mask, max(args.steps, 4)) for _ in range(3))
+        vram = torch.cuda.max_memory_allocated() / 1e9 if DEVICE.startswith("cuda") else None
+        slicing = attention_slicing_ratio(model, image, mask, args.steps)
         stall = gui_stall(model, args.steps)
         preview_ms = preview_cost_ms()
 
     b, off, lin = statistics.median(bare), statistics.median(engine_off), statistics.median(engine_linear)
     figures = {
-        "device": "cpu", "torch_threads": torch.get_num_threads(), "size": args.size, "unet_parameters_millions": round(unet_params / 1e6, 1),
+        "device": DEVICE if not DEVICE.startswith("cuda") else torch.cuda.get_device_name(), "dtype": DTYPE, "compile": COMPILE,
+        "torch_threads": torch.get_num_threads(), "size": args.size, "unet_parameters_millions": round(unet_params / 1e6, 1),
         "steps": args.steps, "resolution": "512x512", "repeats": args.repeats,
         "bare_pipeline_s": round(b, 3), "engine_previews_off_s": round(off, 3), "engine_linear_previews_s": round(lin, 3),
         "seconds_per_step_bare": round(b / args.steps, 3),
         "engine_over_bare": round(off / b, 3), "linear_preview_overhead": round(lin / off - 1, 4),
         "linear_preview_ms_per_step": round(preview_ms, 2), "linear_preview_share_of_step": round(preview_ms / 1000 / (b / args.steps), 4),
+        "steps_per_s_bare": round(args.steps / b, 3), "steps_per_s_engine": round(args.steps / off, 3),
         "time_to_first_preview_s": round(statistics.median(first_preview), 3),
+        "cancel_latency_s": round(cancel_s, 3), "cancel_latency_in_steps": round(cancel_s / (b / args.steps), 2),
+        "first_run_s (load + compile)": round(warmup_s, 1),
+        "attention_slicing_time_ratio": round(slicing, 3),
+        "peak_ram_mb": round(peak_rss_mb()), "peak_vram_gb": None if vram is None else round(vram, 2),
         **{k: round(v, 1) if isinstance(v, float) else v for k, v in stall.items()},
     }
     width = max(map(len, figures))

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "mask_opacity": 0.5,
     "recent_files": [],  # most recent first
     "max_megapixels": 120,  # pictures above this many million pixels are refused (a 12000×10000 scan fits)
-    "autosave_seconds": 60,  # 0 turns the periodic autosave off (it still happens on exit)
+    "autosave_seconds": 60,
+    "compile_unet": False,  # torch.compile the UNet: faster steps on a graphics card after a slow first run  # 0 turns the periodic autosave off (it still happens on exit)
 }
 
 CHOICES = {

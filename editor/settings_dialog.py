@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox
 
 from editor.settings import CHOICES, Settings
 
@@ -42,6 +42,10 @@ class SettingsDialog(QDialog):
         self.autosave.setValue(int(settings["autosave_seconds"]))
         self.autosave.setToolTip("How often the open work is saved aside, to restore it after a crash.")
         form.addRow("Autosave every", self.autosave)
+        self.compile = QCheckBox("Compile the model (torch.compile)", objectName="setting_compile_unet")
+        self.compile.setChecked(bool(settings["compile_unet"]))
+        self.compile.setToolTip("Faster denoising steps on a graphics card; the first generation after loading a model takes a minute or more.")
+        form.addRow("Speed", self.compile)
         note = QLabel("Changes apply to the next generation (the autosave interval from the next start).")
         form.addRow(note)
         buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel, accepted=self.save, rejected=self.reject)
@@ -53,5 +57,6 @@ class SettingsDialog(QDialog):
         self.settings["hub_endpoint"] = self.endpoint.text().strip()
         self.settings["max_megapixels"] = self.max_megapixels.value()
         self.settings["autosave_seconds"] = self.autosave.value()
+        self.settings["compile_unet"] = self.compile.isChecked()
         self.settings.save()
         self.accept()

@@ -893,6 +893,7 @@ class MainWindow(QMainWindow):
             device=self.settings.resolved("device"),
             dtype=self.settings.resolved("precision"),
             memory=self.settings.resolved("memory"),
+            compile=bool(self.settings["compile_unet"]),
             allow_pickle=tuple(self.settings["pickle_allowed"]),
             hints=self.document.hints.copy() if p.current_task() == "colorize" and self.document.has_hints else None,
             params=p.params(),

@@ -130,6 +130,7 @@ class Request:
     device: str | None = None  # "cuda", "mps", "cpu"; None = pick the best available
     dtype: str | None = None  # "float16", "bfloat16", "float32"; None = the device's usual choice
     memory: str | None = None  # low-memory mode "off", "balanced", "lowest"; None = chosen from free memory
+    compile: bool = False  # torch.compile the UNet (dynamic shapes, so new crop sizes do not recompile; the first run compiles)
     allow_pickle: tuple[str, ...] = ()  # pickle-based model files the person explicitly allowed
     params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
     hints: np.ndarray | None = None  # colorize: RGBA colour hints painted by the person (alpha = where)

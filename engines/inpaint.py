@@ -120,7 +120,7 @@ def load_for(request: Request, purpose: str = "inpaint", default_model: str = DE
     """The pipeline for `purpose`, with the device, dtype and memory mode the request asks for."""
     device = models.pick_device(request.device)
     dtype = models.pick_dtype(device, request.dtype)
-    loaded = models.load_pipeline(purpose, request.model or default_model, device, dtype, request.memory, request.allow_pickle)
+    loaded = models.load_pipeline(purpose, request.model or default_model, device, dtype, request.memory, request.allow_pickle, request.compile)
     return loaded, device, dtype
 
 
