@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.api import fill_mask_region, grow_mask, load_picture, save_image
+from engines.api import fill_mask_region, grow_mask, save_image
 
 
 class RegionCommand(QUndoCommand):
@@ -84,11 +84,6 @@ class Document(QObject):
         self.mask_edits = 0  # counts every change of the mask or hints, for autosave to notice
 
     # ---- whole picture ----------------------------------------------------------------------
-
-    def open(self, path: str | Path, max_pixels: int) -> None:
-        """Load a picture file; raises InputError (and changes nothing) when it cannot be read."""
-        image, alpha = load_picture(str(path), max_pixels)
-        self.set_image(image, Path(path), alpha)
 
     def set_image(self, image: np.ndarray, path: Path | None = None, alpha: np.ndarray | None = None) -> None:
         self.image = np.array(image, dtype=np.uint8, order="C")  # our own writable copy

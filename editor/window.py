@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSpinBox, QToolBar, QToolButton,
                                QUndoView, QVBoxLayout, QWidget)
@@ -21,10 +22,12 @@ from editor.qtimage import from_qimage, to_qimage
 from editor.settings import Settings, log_folder
 from engines import registry
 from engines.api import (ModelStatus, Request, Result, SandcastleError, StepPreview, Task, default_model, default_model_for, delete_own_slider,
-                         demo_model, device_summary, is_offline, load_mask, model_status, own_sliders, save_image, save_mask)
+                         demo_model, device_summary, is_offline, load_mask, load_picture, model_status, own_sliders, picture_size, save_image,
+                         save_mask)
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
+BACKGROUND_OPEN_PIXELS = 12_000_000  # pictures this big open on a thread when opened from the window (not from the command line)
 
 
 def frame_for_ratio(size: tuple[int, int], ratio: float, anchor: str) -> tuple[int, int, int, int]:
@@ -45,6 +48,8 @@ SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
 
 
 class MainWindow(QMainWindow):
+    _pictureLoaded = Signal(object, object, object, str)  # path, image, alpha, error: from the loader thread
+
     def __init__(self, model: str | None = None, demo: bool = False, settings: Settings | None = None) -> None:
         super().__init__()
         self.model = model  # from the command line (or --demo): wins over the per-task choice in Models
@@ -60,7 +65,10 @@ class MainWindow(QMainWindow):
         self._job_version = -1  # document version when the running job was started
         self._job_steps = 0
         self._batch_seed, self._batch_size = 0, 1
-        self._fit_job: tuple[int, str] | None = None  # (job id, slider name) while an own slider is being fitted
+        self._fit_job: tuple[int, str] | None = None
+        self._opening: Path | None = None  # a big picture being decoded on the loader thread
+        self._loader: threading.Thread | None = None
+        self._pictureLoaded.connect(self._on_picture_loaded)  # (job id, slider name) while an own slider is being fitted
         self.slider_dialog = None
 
         self.candidates = CandidateStrip()
@@ -384,20 +392,57 @@ class MainWindow(QMainWindow):
 
     # ---- files --------------------------------------------------------------------------------
 
-    def open_path(self, path: str | Path) -> bool:
-        """Open a picture; on failure the current document stays as it was and the reason is shown."""
+    def open_path(self, path: str | Path, background: bool = False) -> bool:
+        """Open a picture; on failure the current document stays as it was and the reason is shown.
+        With `background`, a big picture is decoded on a thread (48 megapixels take seconds) and
+        opens when ready; True then means it is on its way."""
+        if self._opening is not None:
+            self.show_error(f"Still opening {self._opening.name}; try again in a moment.")
+            return False
         if self.runner.busy:
             self.runner.cancel()
+        size = picture_size(str(path)) if background else None
+        if size is not None and size[0] * size[1] >= BACKGROUND_OPEN_PIXELS:
+            self._opening = Path(path)
+            QApplication.setOverrideCursor(Qt.BusyCursor)
+            self.statusBar().showMessage(f"Opening {Path(path).name} ({size[0]}×{size[1]})…")
+            self._loader = threading.Thread(target=self._load_picture, args=(Path(path), self.max_pixels), name="sandcastle-open", daemon=True)
+            self._loader.start()
+            return True
         try:
-            self.document.open(path, self.max_pixels)
+            image, alpha = load_picture(str(path), self.max_pixels)
         except SandcastleError as exc:
             self.show_error(str(exc))
             return False
+        self._show_opened(Path(path), image, alpha)
+        return True
+
+    def _load_picture(self, path: Path, max_pixels: int) -> None:
+        """On the loader thread: decode, then hand the pixels to the GUI thread through a queued signal."""
+        try:
+            image, alpha = load_picture(str(path), max_pixels)
+        except SandcastleError as exc:
+            self._pictureLoaded.emit(path, None, None, str(exc))
+        except Exception as exc:  # keep the window alive whatever the decoder does
+            log.error("opening %s failed: %s", path, exc)
+            self._pictureLoaded.emit(path, None, None, f"{path.name} could not be opened ({type(exc).__name__}: {exc}).")
+        else:
+            self._pictureLoaded.emit(path, image, alpha, "")
+
+    def _on_picture_loaded(self, path: Path, image, alpha, error: str) -> None:
+        self._opening = None
+        QApplication.restoreOverrideCursor()
+        if error:
+            self.show_error(error)
+        else:
+            self._show_opened(path, image, alpha)
+
+    def _show_opened(self, path: Path, image, alpha) -> None:
+        self.document.set_image(image, path, alpha)
         self.panel.show_message("")
         self.discard_candidates()
-        self.statusBar().showMessage(f"Opened {Path(path).name}", 4000)
+        self.statusBar().showMessage(f"Opened {path.name}", 4000)
         self.remember_recent(path)
-        return True
 
     @property
     def max_pixels(self) -> int:
@@ -422,7 +467,7 @@ class MainWindow(QMainWindow):
 
     def open_recent(self, path: str) -> None:
         if self.confirm_discard():
-            self.open_path(path)
+            self.open_path(path, background=True)
 
     # ---- clipboard and drag and drop ------------------------------------------------------------
 
@@ -484,7 +529,7 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Open picture", str(self._folder()), OPEN_FILTER)
         if path:
-            self.open_path(path)
+            self.open_path(path, background=True)
 
     def save(self) -> bool:
         # Save writes without asking only to a file the person has chosen to save to; the file they
@@ -533,7 +578,7 @@ class MainWindow(QMainWindow):
         data = event.mimeData()
         urls = [u for u in data.urls() if u.isLocalFile()]
         if urls and self.confirm_discard():
-            self.open_path(urls[0].toLocalFile())
+            self.open_path(urls[0].toLocalFile(), background=True)
             event.acceptProposedAction()
         elif not urls and data.hasImage() and self.confirm_discard():  # pixels dragged from a browser or another editor
             self.document.set_image(from_qimage(data.imageData()))
@@ -545,6 +590,8 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.autosave_timer.stop()
+        if self._loader is not None:
+            self._loader.join(30)
         self.downloads.shutdown()
         self.runner.shutdown()
         self.autosaver.finish(self.snapshot())

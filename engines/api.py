@@ -241,6 +241,17 @@ def load_image(path: str) -> np.ndarray:
     return imaging.load_image(path)
 
 
+def picture_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding it; None when it is not a readable picture."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None
+
+
 def load_picture(path: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
     """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`."""
     from engines import imaging

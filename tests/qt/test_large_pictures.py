@@ -41,3 +41,38 @@ def test_the_mask_shows_when_zoomed_far_out(qtbot, window, tmp_path):
     shot = window.canvas.viewport().grab().toImage()
     inside, outside = shot.pixelColor(window.canvas.mapFromScene(1200, 800)), shot.pixelColor(window.canvas.mapFromScene(400, 300))
     assert (inside.red(), inside.green()) == (255, 0) and outside.red() == 0
+
+
+def test_a_big_picture_opens_on_a_thread_and_the_window_keeps_answering(qtbot, window, tmp_path, monkeypatch, original):
+    import editor.window as window_module
+
+    monkeypatch.setattr(window_module, "BACKGROUND_OPEN_PIXELS", 100_000)
+    big = np.zeros((400, 600, 3), np.uint8)
+    big[:, 300:] = 250
+    Image.fromarray(big).save(tmp_path / "big.png")
+    decoding = []
+    real_load = window_module.load_picture
+
+    def slow_load(path, max_pixels):
+        import threading
+        import time
+
+        decoding.append(threading.current_thread().name)
+        time.sleep(0.5)  # as a 48-megapixel PNG would take
+        return real_load(path, max_pixels)
+
+    monkeypatch.setattr(window_module, "load_picture", slow_load)
+    assert window.open_path(tmp_path / "big.png", background=True)
+    assert np.array_equal(window.document.image, original)  # not yet: the GUI thread went on
+    assert not window.open_path(tmp_path / "big.png", background=True) and "Still opening" in window.panel.message.text()
+    qtbot.waitUntil(lambda: window.document.path is not None and window.document.path.name == "big.png", timeout=10000)
+    assert decoding == ["sandcastle-open"] and np.array_equal(window.document.image, big)
+    from PySide6.QtWidgets import QApplication
+
+    assert QApplication.overrideCursor() is None
+
+    Image.fromarray(big).save(tmp_path / "big2.png")
+    (tmp_path / "big2.png").write_bytes((tmp_path / "big2.png").read_bytes()[:400])  # a header that promises 600×400, then nothing
+    assert window.open_path(tmp_path / "big2.png", background=True)
+    qtbot.waitUntil(lambda: window._opening is None, timeout=10000)
+    assert "could not be read" in window.panel.message.text() and np.array_equal(window.document.image, big)
