@@ -35,3 +35,14 @@ def test_a_non_utf8_file_name_opens_and_shows(qtbot, window, tmp_path, photo):
     assert "caf" in window.windowTitle()
     window.open_path(path.replace(".png", "-gone.png"))
     assert "no file called" in window.panel.message.text()
+
+
+def test_a_500_word_prompt_generates_and_says_what_was_cut(qtbot, window):
+    from tests.qt.conftest import paint_stroke
+
+    paint_stroke(qtbot, window, [(200, 200), (300, 200)])
+    window.panel.prompt.setPlainText(" ".join(["a quiet harbour at dawn with boats"] * 72))
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        window.generate()
+    assert "longer than the text encoder reads" in window.panel.message.text()
+    assert window.document.undo_stack.count() == 2  # the result was still applied
