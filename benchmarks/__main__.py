@@ -34,7 +34,7 @@ def photo_and_mask() -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-DEVICE, DTYPE, COMPILE = "cpu", "float32", False  # set from the command line
+DEVICE, DTYPE, COMPILE, KIND, MEMORY = "cpu", "float32", False, "inpaint", None  # set from the command line
 
 
 def sync() -> None:
@@ -48,7 +48,7 @@ def engine_request(model: str, image, mask, steps: int, preview: str):
     from engines.api import Request, Task
 
     return Request(Task.INPAINT, image, mask, prompt="a bench", steps=steps, seed=1, model=model, device=DEVICE, dtype=DTYPE, compile=COMPILE,
-                   params={"scheduler": "DDIM", "preview": preview, "padding": 512})  # padding: the whole picture, as the bare call
+                   memory=MEMORY, params={"scheduler": "DDIM", "preview": preview, "padding": 512})  # padding: the whole picture, as the bare call
 
 
 def time_engine(model: str, image, mask, steps: int, preview: str) -> tuple[float, list[float]]:
@@ -62,6 +62,25 @@ def time_engine(model: str, image, mask, steps: int, preview: str) -> tuple[floa
     engine.run(engine_request(model, image, mask, steps, preview), lambda s: stamps.append(time.perf_counter()), CancelToken())
     sync()
     return time.perf_counter() - start, [t - start for t in stamps]
+
+
+def syncs_per_step(model: str, image, mask, steps: int) -> float | None:
+    """Host↔device synchronisations per step during an engine run with linear previews (CUDA's sync
+    debug mode warns at each one). The preview copy is one per step by design."""
+    import warnings
+
+    import torch
+
+    if not DEVICE.startswith("cuda"):
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            time_engine(model, image, mask, steps, "linear")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message).lower() for w in caught) / steps
 
 
 def cancel_latency_s(model: str, image, mask, steps: int) -> float:
@@ -98,11 +117,12 @@ def time_bare(model: str, image, mask, steps: int) -> float:
 
     from engines import models
 
-    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), compile=COMPILE).pipe
+    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), MEMORY, compile=COMPILE).pipe
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    size = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)  # the model's own resolution, as the engine uses
     sync()
     start = time.perf_counter()
-    pipe(prompt="a bench", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=512, width=512,
+    pipe(prompt="a bench", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=size, width=size,
          num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(1), output_type="np")
     sync()
     return time.perf_counter() - start
@@ -114,7 +134,7 @@ def attention_slicing_ratio(model: str, image, mask, steps: int) -> float:
 
     from engines import models
 
-    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), compile=COMPILE).pipe
+    pipe = models.load_pipeline("inpaint", model, torch.device(DEVICE), getattr(torch, DTYPE), MEMORY, compile=COMPILE).pipe
     plain = time_bare(model, image, mask, steps)
     pipe.enable_attention_slicing()
     try:
@@ -204,20 +224,32 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default), float16 (GPU default) or bfloat16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (compile time reported apart)")
+    parser.add_argument("--kind", default="inpaint", choices=("inpaint", "sdxl-inpaint"), help="sdxl-inpaint goes with --size sdxl")
+    parser.add_argument("--memory", default=None, choices=("auto", "off", "balanced", "lowest"), help="low-memory mode (default auto)")
+    parser.add_argument("--vram-limit-gb", type=float, help="CUDA: allow the process only this much graphics memory, and let "
+                                                              "the automatic low-memory mode choose for that much (the SDXL 8 GB check)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
     import torch
 
-    global DEVICE, DTYPE, COMPILE
-    DEVICE, COMPILE = args.device, args.compile
+    global DEVICE, DTYPE, COMPILE, KIND, MEMORY
+    DEVICE, COMPILE, KIND, MEMORY = args.device, args.compile, args.kind, args.memory
     DTYPE = args.dtype or ("float16" if DEVICE.startswith("cuda") else "float32")
 
     from engines.testing import write_model
 
     image, mask = photo_and_mask()
     with tempfile.TemporaryDirectory() as tmp:
-        model = str(write_model(Path(tmp) / "model", "inpaint", args.size))
+        model = str(write_model(Path(tmp) / "model", KIND, args.size))
+        if args.vram_limit_gb and DEVICE.startswith("cuda"):
+            from engines import models
+
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_limit_gb * 1e9 / total))
+            on_disk = sum(f.stat().st_size for f in Path(model).rglob("*.safetensors"))  # float32 on disk
+            MEMORY = models.choose_memory_mode("auto", torch.device(DEVICE), on_disk * (4 if DTYPE == "float32" else 2) // 4,
+                                               int(args.vram_limit_gb * 1e9), "sdxl" if KIND.startswith("sdxl") else "sd")
         unet_params = sum(p.numel() for p in __import__("diffusers").UNet2DConditionModel.from_pretrained(model, subfolder="unet").parameters())
         started = time.perf_counter()
         time_bare(model, image, mask, 2)  # warm-up: load, allocate, first-call costs (and the compile, with --compile)
@@ -232,6 +264,7 @@ def main() -> None:
             seconds, stamps = time_engine(model, image, mask, args.steps, "linear")
             engine_linear.append(seconds)
             first_preview.append(stamps[0])
+        syncs = syncs_per_step(model, image, mask, args.steps)
         cancel_s = statistics.median(cancel_latency_s(model, image, mask, max(args.steps, 4)) for _ in range(3))
         vram = torch.cuda.max_memory_allocated() / 1e9 if DEVICE.startswith("cuda") else None
         slicing = attention_slicing_ratio(model, image, mask, args.steps)
@@ -242,7 +275,8 @@ def main() -> None:
     figures = {
         "device": DEVICE if not DEVICE.startswith("cuda") else torch.cuda.get_device_name(), "dtype": DTYPE, "compile": COMPILE,
         "torch_threads": torch.get_num_threads(), "size": args.size, "unet_parameters_millions": round(unet_params / 1e6, 1),
-        "steps": args.steps, "resolution": "512x512", "repeats": args.repeats,
+        "kind": KIND, "memory_mode": MEMORY or "auto", "vram_limit_gb": args.vram_limit_gb,
+        "steps": args.steps, "resolution": "model's own", "repeats": args.repeats,
         "bare_pipeline_s": round(b, 3), "engine_previews_off_s": round(off, 3), "engine_linear_previews_s": round(lin, 3),
         "seconds_per_step_bare": round(b / args.steps, 3),
         "engine_over_bare": round(off / b, 3), "linear_preview_overhead": round(lin / off - 1, 4),
@@ -252,6 +286,7 @@ def main() -> None:
         "cancel_latency_s": round(cancel_s, 3), "cancel_latency_in_steps": round(cancel_s / (b / args.steps), 2),
         "first_run_s (load + compile)": round(warmup_s, 1),
         "attention_slicing_time_ratio": round(slicing, 3),
+        "host_device_syncs_per_step": syncs,
         "peak_ram_mb": round(peak_rss_mb()), "peak_vram_gb": None if vram is None else round(vram, 2),
         **{k: round(v, 1) if isinstance(v, float) else v for k, v in stall.items()},
     }

@@ -5,7 +5,8 @@ same `models.py` code as real models, so every code path runs for real — only 
 random, which is why their pictures are noise.
 
 Sizes: "tiny" (tests; a step takes milliseconds), "small" (benchmarks on the CPU; a step takes a
-few hundred milliseconds at 512×512), "sd15" (the real SD 1.5 structure, for GPU benchmarks).
+few hundred milliseconds at 512×512), "sd15" (the real SD 1.5 UNet and VAE structure, for GPU
+benchmarks), "sdxl" (the real SDXL UNet, VAE and text-encoder widths, for the SDXL kinds on a GPU).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ UNET_SIZES = {
     "tiny": dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8, cross_attention_dim=32, sample_size=32),
     "small": dict(block_out_channels=(128, 256, 256), layers_per_block=1, attention_head_dim=8, cross_attention_dim=256, sample_size=64),
     "sd15": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8, cross_attention_dim=768, sample_size=64),
+    "sdxl": dict(block_out_channels=(320, 640, 1280), layers_per_block=2, attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                 sample_size=128),
 }
+SDXL_TEXT = {"sdxl": (768, 1280)}  # the two text encoders' widths (CLIP ViT-L and OpenCLIP bigG); smaller sizes use width/2 each
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -90,10 +94,16 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
     down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
     up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
     extra = {}
+    text_widths = SDXL_TEXT.get(size, (width // 2, width // 2))
     if sdxl:
         # SDXL conditions on both text encoders (concatenated) plus pooled text and size "time ids".
-        extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
-                     projection_class_embeddings_input_dim=width // 2 + 6 * 8, transformer_layers_per_block=1)
+        time_dim = 256 if size == "sdxl" else 8
+        extra = dict(addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+                     projection_class_embeddings_input_dim=text_widths[1] + 6 * time_dim,
+                     transformer_layers_per_block=(1, 2, 10) if size == "sdxl" else 1)
+        if size == "sdxl":
+            down, up = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+            extra["use_linear_projection"] = True
     if kind == "sd2":
         # SD 2.x: linear projections in the transformer blocks and (for the 768 models) v-prediction.
         extra = dict(use_linear_projection=True)
@@ -102,10 +112,10 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
         cross_attention_dim=width, norm_num_groups=32, **u, **extra,
     )
     # Real VAE geometry (8× down, 4 latent channels) with few channels, so latents look like SD's.
-    vae_width = {"tiny": (8, 16, 16, 16), "small": (32, 64, 64, 64), "sd15": (128, 256, 512, 512)}[size]
+    vae_width = {"tiny": (8, 16, 16, 16), "small": (32, 64, 64, 64), "sd15": (128, 256, 512, 512), "sdxl": (128, 256, 512, 512)}[size]
     vae = AutoencoderKL(
         block_out_channels=vae_width, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4, norm_num_groups=8 if size == "tiny" else 32, layers_per_block=1 if size != "sd15" else 2,
+        latent_channels=4, norm_num_groups=8 if size == "tiny" else 32, layers_per_block=2 if size in ("sd15", "sdxl") else 1,
         sample_size=u["sample_size"] * 8, scaling_factor=0.13025 if sdxl else 0.18215,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +127,7 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
             projection_dim=hidden,
-        )
+        )  # two layers whatever the size: the text encoders run once per generation, the UNet every step
 
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
                               steps_offset=1, prediction_type="v_prediction" if kind == "sd2" else "epsilon")
@@ -125,7 +135,7 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
         cls = StableDiffusionXLInpaintPipeline if kind == "sdxl-inpaint" else StableDiffusionXLPipeline
         return cls(
             vae=vae, unet=unet, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
-            text_encoder=CLIPTextModel(text_config(width // 2)), text_encoder_2=CLIPTextModelWithProjection(text_config(width // 2)),
+            text_encoder=CLIPTextModel(text_config(text_widths[0])), text_encoder_2=CLIPTextModelWithProjection(text_config(text_widths[1])),
         )
     cls = {"inpaint": StableDiffusionInpaintPipeline, "instruct": StableDiffusionInstructPix2PixPipeline}.get(kind, StableDiffusionPipeline)
     return cls(

@@ -39,3 +39,16 @@ def test_on_a_graphics_card_the_unet_and_vae_are_channels_last(model_dir):
     loaded = models.load_pipeline("inpaint", str(model_dir("inpaint")), torch.device("cuda"), torch.float16)
     weight = next(p for p in loaded.pipe.unet.parameters() if p.ndim == 4)
     assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_sdxl_benchmark_structure_is_sdxl_sized():
+    """The "sdxl" size must have the real SDXL UNet's shape (2.57 billion parameters for text-to-image),
+    or the 8 GB memory check on a GPU would measure the wrong thing. Built on the meta device: no memory."""
+    from engines.testing import build_pipeline
+
+    with torch.device("meta"):
+        pipe = build_pipeline("sdxl-inpaint", "sdxl")
+    unet = sum(p.numel() for p in pipe.unet.parameters())
+    assert 2.55e9 < unet < 2.58e9, unet
+    assert pipe.unet.config.cross_attention_dim == 2048 and pipe.unet.config.in_channels == 9
+    assert pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size == 2048
