@@ -208,6 +208,7 @@ class GeneratePanel(QWidget):
             widget.setEnabled(name in self.spec.common)
         self.guidance_value.setEnabled("guidance" in self.spec.common)
         self.random_seed.setEnabled("seed" in self.spec.common)
+        self.versions.setEnabled("seed" in self.spec.common)  # versions differ by seed; without one they would all be the same
         rule = self.spec.strength_when
         self.strength.setEnabled("strength" in self.spec.common and (rule is None or values.get(rule[0]) == rule[1]))
 

@@ -970,8 +970,9 @@ class MainWindow(QMainWindow):
         self._job_prompt = request.prompt
         if self._candidates:
             self.discard_candidates()  # a new batch replaces versions that were not accepted
-        self._batch_left = self.panel.versions.value() - 1
-        self._batch_seed, self._batch_size = request.seed, self.panel.versions.value()
+        versions = self.panel.versions.value() if self.panel.versions.isEnabled() else 1
+        self._batch_left = versions - 1
+        self._batch_seed, self._batch_size = request.seed, versions
         self.runner.submit(engine, request)
 
     def cancel(self) -> None:

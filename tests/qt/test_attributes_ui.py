@@ -64,6 +64,7 @@ def test_controls_the_attributes_do_not_use_are_disabled(attributes_window):
     panel = attributes_window.panel
     assert panel.steps.isEnabled()
     assert not panel.prompt.isEnabled() and not panel.guidance.isEnabled() and not panel.strength.isEnabled() and not panel.seed.isEnabled()
+    assert not panel.versions.isEnabled()  # no seed, so versions would all be alike
     panel.task.setCurrentIndex(panel.task.findData("inpaint"))
     assert panel.prompt.isEnabled() and panel.guidance.isEnabled() and panel.seed.isEnabled()
 
