@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF, QRadialGradient, QTransform
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
@@ -86,13 +87,11 @@ class HintsOverlay(QGraphicsItem):
             painter.drawImage(QRectF(rect), QImage(pixels.data, pixels.shape[1], pixels.shape[0], pixels.strides[0], QImage.Format_RGBA8888))
 
 
-def sample_layer(layer, exposed: QRectF, scale: float):
+def sample_layer(layer: np.ndarray, exposed: QRectF, scale: float) -> tuple[QRect, np.ndarray] | None:
     """The exposed part of a mask or hints array, as (rect, contiguous pixels). Zoomed out, every
     n-th pixel only: as many as the screen shows, read straight from the array (scaling the whole
     exposed part of a 48-megapixel layer would cost tens of milliseconds per repaint). None when
     nothing of the layer is exposed."""
-    import numpy as np
-
     h, w = layer.shape[:2]
     rect = exposed.toAlignedRect().intersected(QRect(0, 0, w, h))
     if rect.isEmpty():
