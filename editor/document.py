@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
@@ -68,6 +69,7 @@ class Document(QObject):
     pathChanged = Signal()
     resized = Signal()  # the picture changed size in place (uncrop, or undoing it)
     frameChanged = Signal()  # the uncrop frame: pixels to add on each side
+    generationChanged = Signal()  # the task, prompt, sampling settings or an engine parameter
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -82,6 +84,9 @@ class Document(QObject):
         self.undo_stack = QUndoStack(self)
         self._mask_before: np.ndarray | None = None
         self.mask_edits = 0  # counts every change of the mask or hints, for autosave to notice
+        # What the panel shows and edits: task, prompt, negative, guidance, steps, seed, versions, and
+        # per task its strength and the engine's own parameters. Plain JSON values (autosave writes them).
+        self.generation: dict[str, Any] = {"strength": {}, "params": {}}
 
     # ---- whole picture ----------------------------------------------------------------------
 
@@ -103,6 +108,38 @@ class Document(QObject):
         self.mask_qimage = QImage(self.mask.data, w, h, self.mask.strides[0], QImage.Format_Alpha8)
         self.hints = np.ascontiguousarray(hints) if hints is not None else np.zeros((h, w, 4), np.uint8)
         self.hints_qimage = QImage(self.hints.data, w, h, self.hints.strides[0], QImage.Format_RGBA8888)
+
+    def set_generation(self, **values: Any) -> None:
+        changed = {k: v for k, v in values.items() if self.generation.get(k) != v}
+        if changed:
+            self.generation.update(changed)
+            self.generationChanged.emit()
+
+    def set_task_value(self, group: str, task: str, name: str | None, value: Any) -> None:
+        """A per-task value: `group` "strength" (name None) or "params" (an engine parameter's name)."""
+        per_task = self.generation.setdefault(group, {})
+        if name is None:
+            if per_task.get(task) != value:
+                per_task[task] = value
+                self.generationChanged.emit()
+            return
+        params = per_task.setdefault(task, {})
+        if params.get(name) != value:
+            params[name] = value
+            self.generationChanged.emit()
+
+    def task_params(self, task: str) -> dict[str, Any]:
+        return dict(self.generation.get("params", {}).get(task, {}))
+
+    def restore_generation(self, state: dict[str, Any]) -> None:
+        """Put back autosaved settings; values of the wrong type are dropped (the file may be damaged)."""
+        kinds = {"task": str, "prompt": str, "negative": str, "guidance": (int, float), "steps": int, "seed": int, "versions": int}
+        clean: dict[str, Any] = {k: v for k, v in state.items() if k in kinds and isinstance(v, kinds[k]) and not isinstance(v, bool)}
+        for group in ("strength", "params"):
+            value = state.get(group)
+            clean[group] = {k: v for k, v in value.items() if isinstance(k, str)} if isinstance(value, dict) else {}
+        self.generation = {**self.generation, **clean}
+        self.generationChanged.emit()
 
     def restore_layers(self, mask: np.ndarray, hints: np.ndarray | None) -> None:
         """Put back an autosaved mask and hints (not an undo step: like opening a file)."""

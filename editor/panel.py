@@ -57,7 +57,7 @@ class GeneratePanel(QWidget):
         self.task = QComboBox(objectName="task")
         for name in tasks:
             self.task.addItem(name.capitalize(), name)
-        self.task.currentIndexChanged.connect(lambda _: self.taskChanged.emit(self.current_task()))
+        self.task.currentIndexChanged.connect(self._on_task_index)
         form.addRow("&Task", self.task)
 
         self.prompt = QPlainTextEdit(objectName="prompt")
@@ -163,6 +163,8 @@ class GeneratePanel(QWidget):
         layout.addWidget(self.message)
         layout.addStretch(1)
         self._busy = False
+        self._showing = False  # True while the widgets are being set from the document
+        self.document = None  # set by bind()
 
     # ---- values -----------------------------------------------------------------------------
 
@@ -175,27 +177,95 @@ class GeneratePanel(QWidget):
     def guidance_scale(self) -> float:
         return self.guidance.value() * GUIDANCE_STEP
 
+    def bind(self, document: Any) -> None:
+        """Show and edit `document.generation`: the widgets keep no state of their own (ARCHITECTURE),
+        so autosave, restore and Generate all read the document."""
+        self.document = document
+        for signal in (self.prompt.textChanged, self.negative.textChanged, self.guidance_value.valueChanged,
+                       self.steps.valueChanged, self.seed.valueChanged, self.versions.valueChanged):
+            signal.connect(self._push)
+        self.strength.valueChanged.connect(self._push_strength)
+        document.generationChanged.connect(self._show_document)
+        self._push()
+
+    def _on_task_index(self, _: int) -> None:
+        if self.document is not None:
+            self._push()  # the document knows the new task before anyone reacts to the switch
+        self.taskChanged.emit(self.current_task())
+
+    def _push(self, *_) -> None:
+        if not self._showing:
+            self.document.set_generation(task=self.current_task(), prompt=self.prompt.toPlainText(), negative=self.negative.toPlainText(),
+                                         guidance=self.guidance_scale(), steps=self.steps.value(), seed=self.seed.value(),
+                                         versions=self.versions.value())
+
+    def _push_strength(self, value: float) -> None:
+        if not self._showing and self.spec is not None and self.spec.id == self.current_task():
+            self.document.set_task_value("strength", self.spec.id, None, value)
+
+    def _show_document(self) -> None:
+        """Bring the widgets in line with the document (after a restore); only what differs is set."""
+        if self._showing:
+            return
+        g = self.document.generation
+        self._showing = True
+        try:
+            for widget, key in ((self.prompt, "prompt"), (self.negative, "negative")):
+                if isinstance(g.get(key), str) and widget.toPlainText() != g[key]:
+                    widget.setPlainText(g[key])
+            for widget, key in ((self.guidance_value, "guidance"), (self.steps, "steps"), (self.seed, "seed"), (self.versions, "versions")):
+                if g.get(key) is not None and widget.value() != g[key]:
+                    widget.setValue(g[key])
+            if self.spec is not None and self.spec.id == self.current_task():
+                strength = g.get("strength", {}).get(self.spec.id)
+                if isinstance(strength, (int, float)) and self.strength.value() != strength:
+                    self.strength.setValue(float(strength))
+                for name, value in self.document.task_params(self.spec.id).items():
+                    widget = self.param_widgets.get(name)
+                    if widget is not None and _value_of(widget) != value:
+                        _set_value(widget, value)
+        finally:
+            self._showing = False
+        index = self.task.findData(g.get("task"))
+        if index >= 0 and index != self.task.currentIndex():
+            self.task.setCurrentIndex(index)  # last, and not blocked: the window loads that task's engine, which shows its settings
+
     def set_engine_spec(self, spec: EngineSpec) -> None:
-        """Build a control for each of the engine's own parameters."""
+        """Build a control for each of the engine's own parameters, showing the values the document
+        holds for this task (set before, or restored), else the defaults."""
+        for widget in self.param_widgets.values():
+            widget.blockSignals(True)  # a combo box being destroyed still says its index changed
         while self.engine_form.rowCount():
             self.engine_form.removeRow(0)
         self.param_widgets.clear()
         self.spec = spec
-        self.strength.setValue(spec.default_strength)
-        for p in spec.params:
-            widget = _control_for(p)
-            widget.setObjectName(f"param_{p.name}")
-            widget.setToolTip(p.help)
-            self.param_widgets[p.name] = widget
-            self.engine_form.addRow(p.label, widget)
+        self._showing = True  # the document is being filled from these controls, not the other way round
+        try:
+            self._build_params(spec)
+        finally:
+            self._showing = False
         for widget in self.param_widgets.values():  # controls that matter only for some choices follow them
             for signal in ("currentIndexChanged", "toggled"):
                 if hasattr(widget, signal):
                     getattr(widget, signal).connect(self._update_applicable)
         self._update_applicable()
         self._update_buttons()
-        if spec.id == self.current_task():
-            self._apply_pending_params()
+
+    def _build_params(self, spec: EngineSpec) -> None:
+        saved = self.document.task_params(spec.id)
+        strength = self.document.generation.get("strength", {}).get(spec.id, spec.default_strength)
+        self.strength.setValue(float(strength) if isinstance(strength, (int, float)) else spec.default_strength)
+        for p in spec.params:
+            widget = _control_for(p)
+            if p.name in saved:
+                _set_value(widget, saved[p.name])  # a stored value of the wrong type leaves the default
+            widget.setObjectName(f"param_{p.name}")
+            widget.setToolTip(p.help)
+            self.param_widgets[p.name] = widget
+            self.engine_form.addRow(p.label, widget)
+            self.document.set_task_value("params", spec.id, p.name, _value_of(widget))
+            _changed_signal(widget).connect(lambda *_, name=p.name, w=widget: self.document.set_task_value("params", spec.id, name, _value_of(w)))
+        self.document.set_task_value("strength", spec.id, None, self.strength.value())
 
     def _update_applicable(self, *_) -> None:
         values = self.params()
@@ -213,38 +283,9 @@ class GeneratePanel(QWidget):
         self.strength.setEnabled("strength" in self.spec.common and (rule is None or values.get(rule[0]) == rule[1]))
 
     def params(self) -> dict[str, Any]:
-        return {name: _value_of(widget) for name, widget in self.param_widgets.items()}
-
-    def state(self) -> dict[str, Any]:
-        """Everything the person set here, as plain JSON values (autosave)."""
-        return {"task": self.current_task(), "prompt": self.prompt.toPlainText(), "negative": self.negative.toPlainText(),
-                "guidance": self.guidance_scale(), "strength": self.strength.value(), "steps": self.steps.value(),
-                "seed": self.seed.value(), "versions": self.versions.value(), "params": self.params()}
-
-    def restore_state(self, state: dict[str, Any]) -> None:
-        """Put back what `state` gave; the engine's own parameters follow once its controls exist.
-        Unknown or mistyped values are left at their defaults (the file may be damaged)."""
-        index = self.task.findData(state.get("task"))
-        if index >= 0:
-            self.task.setCurrentIndex(index)
-        for widget, key, kind in ((self.prompt, "prompt", str), (self.negative, "negative", str)):
-            if isinstance(state.get(key), kind):
-                widget.setPlainText(state[key])
-        for widget, key in ((self.guidance_value, "guidance"), (self.strength, "strength"), (self.steps, "steps"), (self.seed, "seed"),
-                            (self.versions, "versions")):
-            value = state.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                widget.setValue(type(widget.value())(value))
-        self._pending_params = dict(state.get("params") or {}) if isinstance(state.get("params"), dict) else {}
-        if self.spec is not None and self.spec.id == self.current_task():
-            self._apply_pending_params()
-
-    def _apply_pending_params(self) -> None:
-        for name, value in getattr(self, "_pending_params", {}).items():
-            widget = self.param_widgets.get(name)
-            if widget is not None:
-                _set_value(widget, value)
-        self._pending_params = {}
+        """The current engine's parameters, as the document holds them."""
+        saved = self.document.task_params(self.current_task())
+        return {name: saved.get(name, _value_of(widget)) for name, widget in self.param_widgets.items()}
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -363,3 +404,15 @@ def _set_value(w: QWidget, value: Any) -> None:
         w.setValue(int(value) if isinstance(w, QSpinBox) else float(value))
     elif isinstance(w, QLineEdit) and isinstance(value, str):
         w.setText(value)
+
+
+def _changed_signal(w: QWidget):
+    """The signal that says the control's value changed (for a combo box the one _update_applicable also
+    hears, so the document is up to date when the other controls follow it)."""
+    if isinstance(w, QComboBox):
+        return w.currentIndexChanged
+    if isinstance(w, QCheckBox):
+        return w.toggled
+    if isinstance(w, QLineEdit):
+        return w.textChanged
+    return w.valueChanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import replace
@@ -60,6 +61,7 @@ class MainWindow(QMainWindow):
         self.document = Document(self)
         self.canvas = CanvasView(self.document)
         self.panel = GeneratePanel(registry.available())
+        self.panel.bind(self.document)
         self.runner = JobRunner(self)
         self.engines: dict[str, object] = {}
         self._job_version = -1  # document version when the running job was started
@@ -606,14 +608,14 @@ class MainWindow(QMainWindow):
             return None
         candidates = [{"image": r.image, "box": r.box, "offset": r.offset, "seed": seed} for r, seed in self._candidates]
         return Snapshot(d.image.copy(), d.mask.copy(), d.hints.copy() if d.has_hints else None, None if d.alpha is None else d.alpha.copy(),
-                        self.panel.state(),
+                        json.loads(json.dumps(self.document.generation)),
                         str(d.path) if d.path else None, candidates)
 
     def autosave(self) -> None:
         """Write the open work if it changed since the last autosave (on a background thread)."""
         if not self.document.has_image:
             return
-        key = (self.document.version, self.document.undo_stack.index(), self.document.mask_edits, repr(self.panel.state()), len(self._candidates))
+        key = (self.document.version, self.document.undo_stack.index(), self.document.mask_edits, repr(self.document.generation), len(self._candidates))
         if key == self._autosaved:
             return
         snap = self.snapshot()
@@ -655,7 +657,7 @@ class MainWindow(QMainWindow):
         self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None, snap.alpha)
         self.document.restore_layers(snap.mask, snap.hints)
         self.document.undo_stack.resetClean()  # restored work is unsaved work
-        self.panel.restore_state(snap.panel)
+        self.document.restore_generation(snap.panel)
         self._job_version, self._job_prompt = self.document.version, str(snap.panel.get("prompt", ""))
         for c in snap.candidates:
             self._candidates.append((Result(c["image"], c["box"], offset=c["offset"]), c["seed"]))
@@ -905,9 +907,10 @@ class MainWindow(QMainWindow):
         for name, value in zip(FRAME_SIDES, self.document.frame):
             widget = self.panel.param_widgets.get(name)
             if widget is not None and widget.value() != value:
-                widget.blockSignals(True)
+                widget.blockSignals(True)  # the frame is the source here: no echo back to it
                 widget.setValue(value)
                 widget.blockSignals(False)
+                self.document.set_task_value("params", self.panel.spec.id, name, value)
 
     def _apply_aspect(self, *_) -> None:
         ratio = self.panel.aspect_ratio()
@@ -925,25 +928,26 @@ class MainWindow(QMainWindow):
             self._show_engine(engine)
 
     def build_request(self, job_id: int) -> Request:
-        p = self.panel
+        """The request from the document: its pixels and layers, and the settings the panel shows from it."""
+        g, task = self.document.generation, self.panel.current_task()
         return Request(
-            task=Task(p.current_task()),
+            task=Task(task),
             image=self.document.image.copy(),
             mask=self.document.mask.copy(),
-            prompt=p.prompt.toPlainText().strip(),
-            negative_prompt=p.negative.toPlainText().strip(),
-            guidance_scale=p.guidance_scale(),
-            strength=p.strength.value(),
-            steps=p.steps.value(),
-            seed=p.seed.value(),
-            model=self.model_for(p.current_task()),
+            prompt=g["prompt"].strip(),
+            negative_prompt=g["negative"].strip(),
+            guidance_scale=g["guidance"],
+            strength=g["strength"].get(task, 1.0),
+            steps=g["steps"],
+            seed=g["seed"],
+            model=self.model_for(task),
             device=self.settings.resolved("device"),
             dtype=self.settings.resolved("precision"),
             memory=self.settings.resolved("memory"),
             compile=bool(self.settings["compile_unet"]),
             allow_pickle=tuple(self.settings["pickle_allowed"]),
-            hints=self.document.hints.copy() if p.current_task() == "colorize" and self.document.has_hints else None,
-            params=p.params(),
+            hints=self.document.hints.copy() if task == "colorize" and self.document.has_hints else None,
+            params=self.panel.params(),
             job_id=job_id,
         )
 

@@ -211,3 +211,22 @@ def test_open_dialog_opens_the_chosen_picture(qtbot, window, monkeypatch, tmp_pa
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "red.png"), ""))
     window.open_dialog()
     assert window.document.size == (40, 30)
+
+
+def test_the_panel_shows_and_edits_the_document(qtbot, window):
+    """The panel keeps no state of its own: typing changes the document, and a document restored from
+    autosave shows in the panel and is what Generate sends, each task keeping its own settings."""
+    window.panel.prompt.setPlainText("a red door")
+    assert window.document.generation["prompt"] == "a red door"
+    window.document.restore_generation({"prompt": "from the file", "steps": 7, "strength": {"inpaint": 0.7},
+                                        "params": {"inpaint": {"grow": 11}}, "seed": "not a number"})
+    assert window.panel.prompt.toPlainText() == "from the file" and window.panel.steps.value() == 7
+    assert window.panel.param_widgets["grow"].value() == 11 and abs(window.panel.strength.value() - 0.7) < 1e-9
+    request = window.build_request(1)
+    assert (request.prompt, request.steps, request.strength, request.params["grow"]) == ("from the file", 7, 0.7, 11)
+    window.panel.task.setCurrentIndex(window.panel.task.findData("edit"))
+    qtbot.waitUntil(lambda: window.panel.spec.id == "edit", timeout=60000)
+    window.panel.param_widgets["grow"].setValue(2)
+    window.panel.task.setCurrentIndex(window.panel.task.findData("inpaint"))
+    qtbot.waitUntil(lambda: window.panel.spec.id == "inpaint", timeout=60000)
+    assert window.panel.param_widgets["grow"].value() == 11 and abs(window.panel.strength.value() - 0.7) < 1e-9
