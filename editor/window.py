@@ -635,8 +635,12 @@ class MainWindow(QMainWindow):
             try:
                 snap = read_snapshot(folder, self.max_pixels)
             except RestoreError as exc:
-                self.show_error(str(exc))
-                return False  # kept on disk: a later version may read it
+                kept = folder.with_name("damaged-" + folder.name)
+                folder.rename(kept)  # kept on disk for a later version or by hand, but not offered again
+                self.show_error(f"{exc} It is kept in {kept}.")
+                for old in sessions[1:]:
+                    discard(old)
+                return False
             self.restore(snap)
             restored = True
         for old in sessions:

@@ -151,3 +151,20 @@ def test_closing_with_unsaved_changes_asks_to_save(qtbot, window, monkeypatch, t
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Discard)
     assert window.close() and "Save the changes" in asked[0]
     assert isinstance(window, MainWindow)
+
+
+def test_a_damaged_session_is_explained_kept_aside_and_not_offered_again(qtbot, window, monkeypatch):
+    paint_stroke(qtbot, window, [(100, 100), (300, 100)])
+    window.autosave()
+    crash(window)
+    (window.autosaver.folder / "mask.png").write_bytes(b"not a png")
+    again, asked = build(qtbot, monkeypatch)
+    assert len(asked) == 1 and "could not be read" in again.panel.message.text() and "damaged-session-" in again.panel.message.text()
+    assert not again.document.has_image
+    assert (window.autosaver.folder.with_name("damaged-" + window.autosaver.folder.name) / "session.json").is_file()
+    again.runner.shutdown()
+    again.downloads.shutdown()
+    third, asked = build(qtbot, monkeypatch)
+    assert asked == []
+    third.runner.shutdown()
+    third.downloads.shutdown()
