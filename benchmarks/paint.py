@@ -15,7 +15,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,23 +72,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from PIL import Image
-    from PySide6.QtWidgets import QApplication
 
-    app = QApplication([])
-    import main as sandcastle
+    from benchmarks.offscreen import open_window, private_folder
 
-    folder = Path(tempfile.mkdtemp(prefix="sandcastle-paint-"))
-    os.environ.setdefault("XDG_DATA_HOME", str(folder))
-    os.environ.setdefault("XDG_CONFIG_HOME", str(folder))
+    folder = private_folder("sandcastle-paint-")
     rng = np.random.default_rng(0)
     small = rng.integers(0, 255, (args.height // 16, args.width // 16, 3), dtype=np.uint8)
     Image.fromarray(small).resize((args.width, args.height), Image.BILINEAR).save(folder / "big.png", compress_level=1)
     started = time.perf_counter()
-    win = sandcastle.build([str(folder / "big.png")])
-    win.confirm_discard = lambda: True
-    win.resize(1400, 900)
-    win.show()
-    app.processEvents()
+    app, win = open_window(folder / "big.png", folder)
     open_s = time.perf_counter() - started
 
     rows, full_repaint = [], {}

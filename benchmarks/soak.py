@@ -14,7 +14,6 @@ import gc
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,22 +42,14 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from PIL import Image
-    from PySide6.QtWidgets import QApplication
     from skimage import data
 
-    app = QApplication([])
-    import main as sandcastle
+    from benchmarks.offscreen import open_window, private_folder
     from engines.testing import write_model
 
-    folder = Path(tempfile.mkdtemp(prefix="sandcastle-soak-"))
-    os.environ.setdefault("XDG_DATA_HOME", str(folder))
-    os.environ.setdefault("XDG_CONFIG_HOME", str(folder))
+    folder = private_folder("sandcastle-soak-")
     model = write_model(folder / "model", "inpaint", args.size)
-    Image.fromarray(data.astronaut()).save(folder / "photo.png")
-    win = sandcastle.build([str(folder / "photo.png"), "--model", str(model)])
-    win.confirm_discard = lambda: True
-    win.show()
+    app, win = open_window(data.astronaut(), folder, "--model", str(model))
     while not win.panel.generate.isEnabled():
         app.processEvents()
     win.document.mask[150:350, 150:350] = 255
