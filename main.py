@@ -122,8 +122,6 @@ def parse_extend(text: str) -> dict[str, int]:
 
 def run_headless(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
-    import numpy as np
-
     from engines import imaging, registry
     from engines.api import InputError, ModelUnavailable, Request, SandcastleError, Task
 
@@ -179,9 +177,7 @@ def run_headless(argv: list[str]) -> int:
         for warning in result.info.get("warnings", []):
             say(f"sandcastle: warning: {warning}")
         if alpha is not None and result.image.shape[:2] != alpha.shape:  # uncrop grew the picture: its new area is opaque
-            grown = np.full(result.image.shape[:2], 255, np.uint8)
-            grown[result.offset[1] : result.offset[1] + alpha.shape[0], result.offset[0] : result.offset[0] + alpha.shape[1]] = alpha
-            alpha = grown
+            alpha = imaging.embed(alpha, result.image.shape[:2], result.offset, 255)
         imaging.save_image(out, result.image, alpha=alpha)
         say(f"wrote {out} ({result.seconds:.1f} s)")
         return 0

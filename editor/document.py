@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.api import fill_mask_region, grow_mask, save_image
+from engines.api import embed, fill_mask_region, grow_mask, save_image
 
 
 class RegionCommand(QUndoCommand):
@@ -163,16 +163,9 @@ class Document(QObject):
     def apply_resized(self, image: np.ndarray, offset: tuple[int, int], text: str) -> None:
         """Replace the picture by a larger one that contains it at `offset` (uncrop), as one undo step.
         The mask moves with the picture; the frame is used up."""
-        left, top = offset
-        h, w = self.mask.shape
-        mask = np.zeros(image.shape[:2], np.uint8)
-        mask[top : top + h, left : left + w] = self.mask
-        hints = np.zeros((*image.shape[:2], 4), np.uint8)
-        hints[top : top + h, left : left + w] = self.hints
-        alpha = None
-        if self.alpha is not None:  # the new area is generated, so opaque
-            alpha = np.full(image.shape[:2], 255, np.uint8)
-            alpha[top : top + h, left : left + w] = self.alpha
+        size = image.shape[:2]
+        mask, hints = embed(self.mask, size, offset, 0), embed(self.hints, size, offset, 0)
+        alpha = None if self.alpha is None else embed(self.alpha, size, offset, 255)  # the new area is generated, so opaque
         before = (self.image, self.mask.copy(), self.hints.copy(), self.frame, self.alpha)
         after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0), alpha)
         self._swap_pixels(*after)

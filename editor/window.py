@@ -67,10 +67,10 @@ class MainWindow(QMainWindow):
         self._job_version = -1  # document version when the running job was started
         self._job_steps = 0
         self._batch_seed, self._batch_size = 0, 1
-        self._fit_job: tuple[int, str] | None = None
+        self._fit_job: tuple[int, str] | None = None  # (job id, slider name) while an own slider is being fitted
         self._opening: Path | None = None  # a big picture being decoded on the loader thread
         self._loader: threading.Thread | None = None
-        self._pictureLoaded.connect(self._on_picture_loaded)  # (job id, slider name) while an own slider is being fitted
+        self._pictureLoaded.connect(self._on_picture_loaded)
         self.slider_dialog = None
 
         self.candidates = CandidateStrip()
@@ -664,10 +664,9 @@ class MainWindow(QMainWindow):
         self.document.restore_generation(snap.panel)
         self._job_version, self._job_prompt = self.document.version, str(snap.panel.get("prompt", ""))
         for c in snap.candidates:
-            self._candidates.append((Result(c["image"], c["box"], offset=c["offset"]), c["seed"]))
-            x, y, w, h = c["box"]
-            same = c["image"].shape == snap.image.shape and tuple(c["offset"]) == (0, 0)
-            self.candidates.add(c["image"][y : y + h, x : x + w] if same else c["image"], f"Seed {c['seed']}")
+            result = Result(c["image"], c["box"], offset=tuple(c["offset"]))
+            self._candidates.append((result, c["seed"]))
+            self.candidates.add(self._placed(result)[0], f"Seed {c['seed']}")
         self.show_candidate(self.candidates.thumbs.currentRow())
         self.canvas.set_mask_visible(True)
         self._update_title()
@@ -821,10 +820,12 @@ class MainWindow(QMainWindow):
         if widget is not None:
             widget.setText(text)
 
+    def _own_sliders_folder(self) -> str:
+        return str(self.document.task_params("attributes").get("directions_folder", "")).strip()
+
     def _own_sliders(self) -> tuple[str, ...]:
-        widget = self.panel.param_widgets.get("directions_folder")
         try:
-            return own_sliders(widget.text().strip() if widget is not None else "")
+            return own_sliders(self._own_sliders_folder())
         except SandcastleError:
             return ()
 
@@ -883,9 +884,8 @@ class MainWindow(QMainWindow):
     def delete_slider(self, name: str) -> None:
         if QMessageBox.question(self, "Delete slider", f"Delete your slider {name}? This cannot be undone.") != QMessageBox.Yes:
             return
-        widget = self.panel.param_widgets.get("directions_folder")
         try:
-            delete_own_slider(name, widget.text().strip() if widget is not None else "")
+            delete_own_slider(name, self._own_sliders_folder())
         except (SandcastleError, OSError) as exc:
             self.show_error(f"The slider could not be deleted ({exc}).")
             return
@@ -1021,7 +1021,7 @@ class MainWindow(QMainWindow):
 
     def _apply(self, result: Result, label: str) -> None:
         """A result onto the picture as one undo step; the old pixels stay at hand for Compare with before."""
-        if result.image.shape != self.document.image.shape or result.offset != (0, 0):
+        if self._resizes(result):
             self.document.apply_resized(result.image, result.offset, label)
             self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
             self._before = None
@@ -1038,9 +1038,7 @@ class MainWindow(QMainWindow):
     def _add_candidate(self, result: Result) -> None:
         seed = self._batch_seed + len(self._candidates)
         self._candidates.append((result, seed))
-        x, y, w, h = result.box
-        same_size = result.image.shape == self.document.image.shape and result.offset == (0, 0)
-        self.candidates.add(result.image[y : y + h, x : x + w] if same_size else result.image, f"Seed {seed}")
+        self.candidates.add(self._placed(result)[0], f"Seed {seed}")
         if self._batch_left > 0:
             self._batch_left -= 1
             request = replace(self.build_request(self.runner.next_job_id()), seed=self._batch_seed + len(self._candidates))
@@ -1053,12 +1051,19 @@ class MainWindow(QMainWindow):
     def show_candidate(self, index: int) -> None:
         if not 0 <= index < len(self._candidates) or self.runner.busy:
             return  # while the batch runs, the canvas shows the next version forming
-        result = self._candidates[index][0]
-        if result.image.shape == self.document.image.shape and result.offset == (0, 0):
-            x, y, w, h = result.box
-            self.canvas.show_preview(to_qimage(result.image[y : y + h, x : x + w]), result.box)
-        else:
-            self.canvas.show_preview(to_qimage(result.image), (0, 0, result.image.shape[1], result.image.shape[0]), result.offset)
+        pixels, box, offset = self._placed(self._candidates[index][0])
+        self.canvas.show_preview(to_qimage(pixels), box, offset)
+
+    def _placed(self, result: Result):
+        """(pixels, box, offset) of what a result changes: its box of a same-size picture, or the whole
+        grown picture with the old one's offset (uncrop)."""
+        if self._resizes(result):
+            return result.image, (0, 0, result.image.shape[1], result.image.shape[0]), result.offset
+        x, y, w, h = result.box
+        return result.image[y : y + h, x : x + w], result.box, (0, 0)
+
+    def _resizes(self, result: Result) -> bool:
+        return result.image.shape != self.document.image.shape or tuple(result.offset) != (0, 0)
 
     def accept_candidate(self, index: int) -> None:
         if self.runner.busy:

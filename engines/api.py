@@ -287,6 +287,13 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     return imaging.grow_mask(mask, pixels)
 
 
+def embed(layer: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fill: int) -> np.ndarray:
+    """`layer` at `offset` = (left, top) in a new (height, width) array filled with `fill` elsewhere (uncrop)."""
+    from engines import imaging
+
+    return imaging.embed(layer, size, offset, fill)
+
+
 def fill_mask_region(mask: np.ndarray, x: int, y: int, value: int) -> np.ndarray:
     """The mask with the connected area around (x, y) set to `value` (a bucket fill)."""
     from engines import imaging

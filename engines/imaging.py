@@ -398,6 +398,15 @@ PREFILLS = ("edge-blur", "smooth", "mirror", "telea", "navier-stokes", "noise")
 Sides = tuple[int, int, int, int]  # left, top, right, bottom
 
 
+def embed(layer: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fill: int) -> np.ndarray:
+    """`layer` placed at `offset` = (left, top) in a new array of `size` = (height, width) filled with
+    `fill` elsewhere: a mask, hints or alpha layer following its picture when uncrop grows it."""
+    left, top = offset
+    out = np.full((*size, *layer.shape[2:]), fill, layer.dtype)
+    out[top : top + layer.shape[0], left : left + layer.shape[1]] = layer
+    return out
+
+
 def extend_canvas(image: np.ndarray, sides: Sides, method: str, seed: int = 0) -> np.ndarray:
     """The picture placed on a larger canvas (`sides` pixels added left, top, right, bottom), the new
     area pre-filled by `method` so the model starts from the picture's own colours, not a flat fill:
