@@ -147,7 +147,7 @@ def run_headless(argv: list[str]) -> int:
             params.update(parse_region(args.region))
         model = args.model
         if args.demo and model is None:
-            from engines.api import demo_model
+            from engines.services import demo_model
 
             model = demo_model(task.value, params)
         hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
@@ -195,15 +195,15 @@ def run_headless(argv: list[str]) -> int:
 def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
     """Download a hub model that is not on this computer yet, with progress on stderr (the person
     named it on the command line, which is consent). Offline, this raises ModelUnavailable."""
-    from engines.api import CancelToken, ModelUnavailable, download_model, is_offline, model_status
+    from engines import sources
+    from engines.api import CancelToken, ModelUnavailable
+    from engines.services import download_model, is_offline, model_status
 
     status = model_status(model, allow_pickle)
     if status.installed:
         return
     if is_offline():
-        from engines import models
-
-        raise ModelUnavailable(models.unavailable_message(models.ModelSource("hub", status.location)))
+        raise ModelUnavailable(sources.unavailable_message(sources.ModelSource("hub", status.location)))
     say(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})")
     last = [0.0]
 

@@ -183,7 +183,7 @@ def gui_stall(model: str, steps: int) -> dict:
         Image.fromarray(image).save(Path(tmp) / "photo.png")
         win = main.build([str(Path(tmp) / "photo.png"), "--model", model])
     win.settings["device"], win.settings["precision"], win.settings["compile_unet"] = DEVICE, DTYPE, COMPILE
-    win.confirm_discard = lambda: True
+    win.files.confirm_discard = lambda: True
     win.show()
     while not win.panel.generate.isEnabled():
         app.processEvents()
@@ -203,15 +203,15 @@ def gui_stall(model: str, steps: int) -> dict:
     timer.setInterval(5)
     timer.timeout.connect(tick)
     done = []
-    win.runner.finished.connect(lambda *a: done.append(1))
-    win.runner.failed.connect(lambda job, msg: done.append(msg))
+    win.generation.finished.connect(lambda *a: done.append(1))
+    win.generation.failed.connect(lambda job, msg: done.append(msg))
     timer.start()
-    win.generate()
+    win.generation.generate()
     while not done:
         app.processEvents()
         time.sleep(0.001)
     timer.stop()
-    win.runner.shutdown()
+    win.shutdown()
     win.close()
     return {"longest_stall_ms": max(gaps), "p99_gap_ms": float(np.percentile(gaps, 99)), "ticks": len(gaps)}
 

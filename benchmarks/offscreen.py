@@ -32,7 +32,7 @@ def open_window(picture: np.ndarray | Path, folder: Path, *args: str, size: tupl
         Image.fromarray(picture).save(path, compress_level=1)
         picture = path
     win = main.build([str(picture), *args])
-    win.confirm_discard = lambda: True  # benchmarks never stop to ask about saving
+    win.files.confirm_discard = lambda: True  # benchmarks never stop to ask about saving
     win.resize(*size)
     win.show()
     app.processEvents()

@@ -93,7 +93,7 @@ def main() -> None:
             win.canvas.centerOn(*centre)
         scale = win.canvas.zoom
         for hardness, size in ((100, 40), (100, 300), (50, 300)):
-            win.brush_hardness.setValue(hardness)
+            win.menu_actions.brush_hardness.setValue(hardness)
             win.canvas.set_brush_size(size if zoom == "100%" else int(size / scale / 4))
             radius = min(300 / scale, args.height / 3)  # about 300 screen pixels
             timing = stroke_timings(win, app, centre, radius, args.segments)
@@ -105,8 +105,7 @@ def main() -> None:
             win.canvas.viewport().repaint()
             repaints.append((time.perf_counter() - t0) * 1000)
         full_repaint[f"{scale * 100:.0f}%"] = statistics.median(repaints)
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
     print(f"picture {args.width}×{args.height}, opened in {open_s:.1f} s; {args.segments} segments per stroke")
     print(f"{'zoom':>6} {'brush':>6} {'hard':>5} {'median':>8} {'p95':>8} {'max':>8} {'start':>8} {'end':>8}  (ms)")

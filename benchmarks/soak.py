@@ -55,13 +55,13 @@ def main() -> None:
     win.document.mask[150:350, 150:350] = 255
     win.panel.steps.setValue(args.steps)
     done: list[str] = []
-    win.runner.finished.connect(lambda *a: done.append("ok"))
-    win.runner.failed.connect(lambda job, message: done.append(message))
+    win.generation.finished.connect(lambda *a: done.append("ok"))
+    win.generation.failed.connect(lambda job, message: done.append(message))
 
     curve, started = [], time.perf_counter()
     for i in range(args.generations):
         done.clear()
-        win.generate()
+        win.generation.generate()
         while not done:
             app.processEvents()
             time.sleep(0.001)
@@ -71,8 +71,7 @@ def main() -> None:
         gc.collect()
         curve.append(rss_mb())
     seconds = time.perf_counter() - started
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
     warm = curve[9] if len(curve) > 10 else curve[0]
     after = np.arange(10, len(curve))

@@ -15,7 +15,7 @@ from editor.window import MainWindow
 def create_main_window(image: str | None = None, model: str | None = None, demo: bool = False) -> MainWindow:
     window = MainWindow(model=model, demo=demo)
     if not window.offer_restore() and image:
-        window.open_path(image)  # a bad file shows its reason in the window instead of stopping the app
+        window.files.open_path(image)  # a bad file shows its reason in the window instead of stopping the app
     return window
 
 

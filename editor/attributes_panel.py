@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QGridLayo
                                QListWidgetItem, QMessageBox, QPushButton, QScrollArea, QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from editor.qtimage import to_qimage
-from engines.api import SandcastleError, load_image
+from engines.api import SandcastleError
+from engines.services import load_image
 
 RANGE = 100  # slider steps per unit of amount: ±0.5 is ±50
 

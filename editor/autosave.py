@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtCore import QLockFile
 
-from engines.api import user_data_folder
+from engines.services import user_data_folder
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -44,7 +44,7 @@ class Snapshot:
     alpha: np.ndarray | None  # the picture's own transparency, when it had one
     panel: dict[str, Any]
     source_path: str | None
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # {"image", "box", "offset", "seed"}
+    versions: list[dict[str, Any]] = field(default_factory=list)  # {"image", "box", "offset", "seed"}: versions not yet chosen
 
 
 def autosave_root() -> Path:
@@ -66,13 +66,13 @@ def write_snapshot(folder: Path, snap: Snapshot, clean_exit: bool) -> None:
         if snap.alpha is not None:
             files["alpha"] = "alpha.png"
             _png(snap.alpha, fresh / "alpha.png")
-        candidates = []
-        for i, c in enumerate(snap.candidates):
-            name = f"candidate-{i}.png"
+        versions = []
+        for i, c in enumerate(snap.versions):
+            name = f"version-{i}.png"
             _png(c["image"], fresh / name)
-            candidates.append({"file": name, "box": list(c["box"]), "offset": list(c["offset"]), "seed": int(c["seed"])})
+            versions.append({"file": name, "box": list(c["box"]), "offset": list(c["offset"]), "seed": int(c["seed"])})
         meta = {"format": FORMAT, "saved_at": time.time(), "clean_exit": clean_exit, "source_path": snap.source_path,
-                "files": files, "panel": snap.panel, "candidates": candidates}
+                "files": files, "panel": snap.panel, "versions": versions}
         (fresh / SESSION_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")  # ASCII escapes keep non-UTF-8 names
         old = folder.with_name(f".{folder.name}-old-{uuid.uuid4().hex[:8]}")
         if folder.exists():
@@ -122,14 +122,14 @@ def read_snapshot(folder: Path, max_pixels: int) -> Snapshot:
     mask = load(files.get("mask"), "L", size)
     hints = load(files["hints"], "RGBA", size) if "hints" in files else None
     alpha = load(files["alpha"], "L", size) if "alpha" in files else None
-    candidates = []
-    for c in meta.get("candidates") or []:
+    versions = []
+    for c in meta.get("versions") or meta.get("candidates") or []:  # "candidates": what the first autosaves called them
         if not isinstance(c, dict) or not _ints(c.get("box"), 4) or not _ints(c.get("offset"), 2) or not _ints([c.get("seed")], 1):
             raise RestoreError("The autosaved versions are damaged.")
-        candidates.append({"image": load(c.get("file"), "RGB"), "box": tuple(c["box"]), "offset": tuple(c["offset"]), "seed": c["seed"]})
+        versions.append({"image": load(c.get("file"), "RGB"), "box": tuple(c["box"]), "offset": tuple(c["offset"]), "seed": c["seed"]})
     panel = meta.get("panel") if isinstance(meta.get("panel"), dict) else {}
     source = meta.get("source_path") if isinstance(meta.get("source_path"), str) else None
-    return Snapshot(image, mask, hints, alpha, panel, source, candidates)
+    return Snapshot(image, mask, hints, alpha, panel, source, versions)
 
 
 def _ints(values: Any, n: int) -> bool:

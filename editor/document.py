@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.api import embed, fill_mask_region, grow_mask, save_image
+from engines.services import embed, fill_mask_region, grow_mask, save_image
 
 
 class RegionCommand(QUndoCommand):

@@ -1,72 +1,106 @@
-"""Runs engines on one worker thread and reports back through signals tagged with a job id.
+"""One serial job runner: a worker thread that runs jobs one at a time, in the order they came.
 
-diffusers pipelines are not thread-safe, so there is one worker thread and one job at a time.
-Each step's preview is turned into a QImage on the worker thread (QPixmap would not be allowed
-there); the GUI thread only swaps pixmaps. Cancelling sets the job's token; the engine stops
-within one step. The thread is never terminated: `shutdown` cancels and waits.
+Engine jobs (loading an engine, generating, fitting a slider) and downloads all run through this one
+shape; the app makes one runner for the device the engines use and one for the network, so a
+download never holds up the engines' thread (diffusers pipelines are not thread-safe, so there is
+never more than one engine job at a time).
+
+A job is a record: an id (unique across runners), a kind, the work and a cancel token. The work
+runs as `work(context)` on the worker thread and talks back only through its `JobContext`:
+- `notify(payload)`: small news that must all arrive (a step's number), a queued signal each;
+- `hand_over(payload)`: the newest of something big (a preview picture, download progress). Only the
+  newest waits for the GUI thread: a newer one replaces it, so when the canvas cannot keep up,
+  older previews are dropped, never queued. This costs the worker a lock and, at most, one signal.
+Every signal carries the job id (those that end a job carry the Job record itself); the GUI side drops what belongs to a job that is no longer waited
+for (finished, failed, cancelled) or whose token is set. Cancelling sets the job's token; the
+work stops at its next check. The thread is never terminated: `shutdown` cancels and waits.
 """
 
 from __future__ import annotations
 
+import enum
+import itertools
 import logging
+import threading
 import traceback
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
-from PySide6.QtGui import QImage
 
-from editor.qtimage import to_qimage
-from engines import registry
-from engines.api import CancelToken, Cancelled, Engine, Request, SandcastleError, StepPreview, download_model
+from engines.api import CancelToken, Cancelled, SandcastleError
 
 log = logging.getLogger(__name__)
+_ids = itertools.count(1)  # one sequence for every runner, so a job id never means two jobs
+
+
+class JobKind(enum.Enum):
+    LOAD_ENGINE = "load engine"
+    GENERATE = "generate"
+    FIT_SLIDER = "fit slider"
+    DOWNLOAD = "download"
 
 
 @dataclass
 class Job:
     id: int
-    engine: Engine | None
-    request: Request | None
-    token: CancelToken
-    work: Callable[[Callable[[StepPreview], None], CancelToken], object] | None = None  # instead of engine.run (fitting a slider)
+    kind: JobKind
+    work: Callable[["JobContext"], Any]
+    token: CancelToken = field(default_factory=CancelToken)
+    data: dict[str, Any] = field(default_factory=dict)  # what its owner needs back when it ends (a seed, a slider name…)
+
+
+class JobContext:
+    """What a job's work sees on the worker thread."""
+
+    def __init__(self, job: Job, worker: "_Worker") -> None:
+        self.job_id, self.token, self._worker = job.id, job.token, worker
+
+    def notify(self, payload: Any) -> None:
+        self._worker.noticed.emit(self.job_id, payload)
+
+    def hand_over(self, payload: Any) -> None:
+        self._worker.hand_over(self.job_id, payload)
 
 
 class _Worker(QObject):
-    """Lives on the worker thread; its slot runs one job from start to end."""
+    """Lives on the worker thread; `run` runs one job from start to end."""
 
-    preview = Signal(int, int, int, QImage, object)  # job id, step, total, image, the StepPreview (box, pass, offset, s/step)
-    finished = Signal(int, object)  # job id, Result
+    noticed = Signal(int, object)
+    handedOver = Signal()
+    finished = Signal(int, object)
     failed = Signal(int, str)
     cancelled = Signal(int)
-    engineReady = Signal(str, object)
-    engineFailed = Signal(str, str)
 
-    @Slot(str)
-    def load_engine(self, name: str) -> None:
-        """Import an engine here, off the GUI thread: torch and diffusers take seconds to import."""
-        try:
-            self.engineReady.emit(name, registry.get(name))
-        except Exception as exc:
-            log.error("loading engine %s failed:\n%s", name, traceback.format_exc())
-            self.engineFailed.emit(name, str(exc) if isinstance(exc, SandcastleError) else f"The {name} engine could not be loaded ({exc}).")
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._newest: tuple[int, Any] | None = None
+
+    def hand_over(self, job_id: int, payload: Any) -> None:
+        with self._lock:
+            waiting = self._newest is not None
+            self._newest = (job_id, payload)
+        if not waiting:  # the GUI thread has taken the last one: wake it once
+            self.handedOver.emit()
+
+    def take_newest(self) -> tuple[int, Any] | None:
+        with self._lock:
+            newest, self._newest = self._newest, None
+        return newest
 
     @Slot(object)
-    def run_job(self, job: Job) -> None:
-        def on_step(step: StepPreview) -> None:
-            image = to_qimage(step.image) if step.image is not None else QImage()
-            self.preview.emit(job.id, step.step, step.total, image, replace(step, image=None))
-
+    def run(self, job: Job) -> None:
         try:
-            job.token.raise_if_cancelled()
-            result = job.work(on_step, job.token) if job.work else job.engine.run(job.request, on_step, job.token)
+            job.token.raise_if_cancelled()  # cancelled while it waited its turn
+            result = job.work(JobContext(job, self))
         except Cancelled:
             self.cancelled.emit(job.id)
         except SandcastleError as exc:
             self.failed.emit(job.id, str(exc))
         except Exception as exc:  # a bug or an unexpected library error: keep the app alive, log the details
-            log.error("job %d failed:\n%s", job.id, traceback.format_exc())
-            self.failed.emit(job.id, f"Generation failed unexpectedly ({type(exc).__name__}: {exc}).")
+            log.error("%s job %d failed:\n%s", job.kind.value, job.id, traceback.format_exc())
+            self.failed.emit(job.id, f"The {job.kind.value} job failed unexpectedly ({type(exc).__name__}: {exc}).")
         else:
             if job.token.cancelled:  # cancel arrived after the last step: still discard
                 self.cancelled.emit(job.id)
@@ -75,191 +109,84 @@ class _Worker(QObject):
 
 
 class JobRunner(QObject):
-    """Owns the worker thread. `submit` starts a job unless one is running."""
+    """Owns one worker thread and the jobs waiting for it. Signals are tagged with the job id."""
 
-    preview = Signal(int, int, int, QImage, object)
-    finished = Signal(int, object)
-    failed = Signal(int, str)
-    cancelled = Signal(int)
-    busyChanged = Signal(bool)
-    engineReady = Signal(str, object)
-    engineFailed = Signal(str, str)
+    notice = Signal(int, object)  # job id, payload: every one
+    newest = Signal(int, object)  # job id, payload: the newest handed over
+    finished = Signal(object, object)  # the Job, what its work returned
+    failed = Signal(object, str)  # the Job, one sentence for the person
+    cancelled = Signal(object)  # the Job
+    jobsChanged = Signal()  # a job was submitted or ended
     _start = Signal(object)
-    _load = Signal(str)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._thread = QThread()
-        self._thread.setObjectName("sandcastle-worker")
+        self._thread.setObjectName(f"sandcastle-{name}")
         self._worker = _Worker()
         self._worker.moveToThread(self._thread)
-        self._start.connect(self._worker.run_job)
-        self._load.connect(self._worker.load_engine)
-        self._worker.engineReady.connect(self.engineReady)
-        self._worker.engineFailed.connect(self.engineFailed)
-        self._worker.preview.connect(self._forward_preview)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._worker.cancelled.connect(self._on_cancelled)
+        self._start.connect(self._worker.run)
+        self._worker.noticed.connect(self._on_notice)
+        self._worker.handedOver.connect(self._on_handed_over)
+        self._worker.finished.connect(lambda job_id, result: self._end(job_id, self.finished, result))
+        self._worker.failed.connect(lambda job_id, message: self._end(job_id, self.failed, message))
+        self._worker.cancelled.connect(lambda job_id: self._end(job_id, self.cancelled))
+        self._jobs: dict[int, Job] = {}  # submitted and not yet ended, in order
         self._thread.start()
-        self._current: Job | None = None
-        self._next_id = 0
 
     @property
-    def busy(self) -> bool:
-        return self._current is not None
+    def jobs(self) -> list[Job]:
+        return list(self._jobs.values())
 
     @property
-    def current_id(self) -> int | None:
-        return None if self._current is None else self._current.id
+    def running(self) -> bool:
+        """Whether the worker thread is still there to run jobs (False after shutdown)."""
+        return self._thread.isRunning()
 
-    def next_job_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+    def job(self, job_id: int) -> Job | None:
+        return self._jobs.get(job_id)
 
-    def load_engine(self, name: str) -> None:
-        """Import the engine for task `name` on the worker thread; answers with engineReady or engineFailed."""
-        self._load.emit(name)
-
-    def submit(self, engine: Engine, request: Request) -> bool:
-        """Start `request` (its job_id tags every signal). False, and nothing started, when busy."""
-        return self._begin(Job(request.job_id, engine, request, CancelToken()))
-
-    def submit_work(self, job_id: int, work: Callable[[Callable[[StepPreview], None], CancelToken], object]) -> bool:
-        """Run `work(on_step, token)` on the worker thread (where the engines' models live) as job `job_id`;
-        its return value comes back through `finished`. False when busy."""
-        return self._begin(Job(job_id, None, None, CancelToken(), work))
-
-    def _begin(self, job: Job) -> bool:
-        if self._current is not None:
-            return False
-        self._current = job
-        self.busyChanged.emit(True)
+    def submit(self, kind: JobKind, work: Callable[[JobContext], Any], **data: Any) -> Job:
+        """Queue `work` as a job of `kind`; it runs after the jobs before it."""
+        job = Job(next(_ids), kind, work, data=data)
+        self._jobs[job.id] = job
+        self.jobsChanged.emit()
         self._start.emit(job)
-        return True
+        return job
 
-    def cancel(self) -> None:
-        if self._current is not None:
-            self._current.token.cancel()
+    def cancel(self, kind: JobKind | None = None) -> None:
+        """Cancel every waiting or running job (of `kind`)."""
+        for job in self._jobs.values():
+            if kind is None or job.kind == kind:
+                job.token.cancel()
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel any job and stop the thread; True when it ended within the timeout."""
+        """Cancel every job and stop the thread; True when it ended within the time-out."""
         self.cancel()
         self._thread.quit()
         return self._thread.wait(timeout_ms)
 
     # ---- back on the GUI thread ---------------------------------------------------------------
 
-    def _is_current(self, job_id: int) -> bool:
-        return self._current is not None and self._current.id == job_id
+    def _live(self, job_id: int) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and not job.token.cancelled
 
-    def _forward_preview(self, job_id: int, step: int, total: int, image: QImage, info: object) -> None:
-        if self._is_current(job_id) and not self._current.token.cancelled:
-            self.preview.emit(job_id, step, total, image, info)
+    def _on_notice(self, job_id: int, payload: Any) -> None:
+        if self._live(job_id):
+            self.notice.emit(job_id, payload)
 
-    def _done(self, job_id: int) -> bool:
-        if not self._is_current(job_id):
-            return False
-        self._current = None
-        self.busyChanged.emit(False)
-        return True
+    def _on_handed_over(self) -> None:
+        newest = self._worker.take_newest()
+        if newest is not None and self._live(newest[0]):
+            self.newest.emit(*newest)
 
-    def _on_finished(self, job_id: int, result: object) -> None:
-        if self._done(job_id):
-            self.finished.emit(job_id, result)
-
-    def _on_failed(self, job_id: int, message: str) -> None:
-        if self._done(job_id):
-            self.failed.emit(job_id, message)
-
-    def _on_cancelled(self, job_id: int) -> None:
-        if self._done(job_id):
-            self.cancelled.emit(job_id)
-
-
-class _DownloadWorker(QObject):
-    progress = Signal(str, object)  # hub id, DownloadProgress
-    finished = Signal(str, str)  # hub id, folder
-    failed = Signal(str, str)
-    cancelled = Signal(str)
-
-    @Slot(str, object, object, str)
-    def run(self, hub_id: str, components: object, token: object, endpoint: str) -> None:
-        try:
-            path = download_model(hub_id, tuple(components), lambda p: self.progress.emit(hub_id, p), token, endpoint or None)
-        except Cancelled:
-            self.cancelled.emit(hub_id)
-        except SandcastleError as exc:
-            self.failed.emit(hub_id, str(exc))
-        except Exception as exc:
-            log.error("download of %s failed:\n%s", hub_id, traceback.format_exc())
-            self.failed.emit(hub_id, f"The download of {hub_id} failed unexpectedly ({type(exc).__name__}: {exc}).")
-        else:
-            self.finished.emit(hub_id, path)
-
-
-class DownloadRunner(QObject):
-    """Downloads models on their own thread, one at a time, so a download never blocks generating
-    or the window. Cancel takes effect within one received chunk; the partial file is kept to resume."""
-
-    progress = Signal(str, object)
-    finished = Signal(str, str)
-    failed = Signal(str, str)
-    cancelled = Signal(str)
-    busyChanged = Signal(bool)
-    _start = Signal(str, object, object, str)
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._thread = QThread()
-        self._thread.setObjectName("sandcastle-downloads")
-        self._worker = _DownloadWorker()
-        self._worker.moveToThread(self._thread)
-        self._start.connect(self._worker.run)
-        self._worker.progress.connect(self.progress)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._worker.cancelled.connect(self._on_cancelled)
-        self._thread.start()
-        self._token: CancelToken | None = None
-        self.current: str | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self.current is not None
-
-    def start(self, hub_id: str, components: tuple[str, ...], endpoint: str = "") -> bool:
-        if self.current is not None:
-            return False
-        self.current, self._token = hub_id, CancelToken()
-        self.busyChanged.emit(True)
-        self._start.emit(hub_id, components, self._token, endpoint)
-        return True
-
-    def cancel(self) -> None:
-        if self._token is not None:
-            self._token.cancel()
-
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        self.cancel()
-        self._thread.quit()
-        return self._thread.wait(timeout_ms)
-
-    def _done(self) -> None:
-        self.current, self._token = None, None
-        self.busyChanged.emit(False)
-
-    def _on_finished(self, hub_id: str, path: str) -> None:
-        self._done()
-        self.finished.emit(hub_id, path)
-
-    def _on_failed(self, hub_id: str, message: str) -> None:
-        self._done()
-        self.failed.emit(hub_id, message)
-
-    def _on_cancelled(self, hub_id: str) -> None:
-        self._done()
-        self.cancelled.emit(hub_id)
+    def _end(self, job_id: int, signal: Any, *payload: Any) -> None:
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            return  # not ours, or already ended
+        self.jobsChanged.emit()
+        signal.emit(job, *payload)
 
 
 def human_bytes(n: float) -> str:

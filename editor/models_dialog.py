@@ -26,9 +26,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from editor.jobs import DownloadRunner, describe_progress, human_bytes
+from editor.generation import GenerationController
+from editor.jobs import describe_progress, human_bytes
 from editor.settings import Settings
-from engines.api import SandcastleError, Task, delete_model, model_presets, model_status
+from engines.api import SandcastleError, Task
+from engines.services import default_model, delete_model, model_presets, model_status
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Model", "Tasks", "Status", "Size", "Location")
@@ -36,13 +38,13 @@ PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 
 
 class ModelsDialog(QDialog):
-    def __init__(self, settings: Settings, downloads: DownloadRunner, parent=None) -> None:
+    def __init__(self, settings: Settings, generation: GenerationController, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("modelsDialog")
         self.setWindowTitle("Models")
         self.resize(980, 560)
         self.settings = settings
-        self.downloads = downloads
+        self.generation = generation  # downloads run through it, so Generate knows when one is under way
         layout = QVBoxLayout(self)
 
         self.table = QTableWidget(0, len(COLUMNS), objectName="modelTable")
@@ -64,7 +66,7 @@ class ModelsDialog(QDialog):
 
         buttons = QHBoxLayout()
         self.download_button = QPushButton("&Download", objectName="downloadModel", clicked=self.download_selected)
-        self.cancel_button = QPushButton("&Cancel download", objectName="cancelDownload", clicked=downloads.cancel)
+        self.cancel_button = QPushButton("&Cancel download", objectName="cancelDownload", clicked=generation.cancel_download)
         self.delete_button = QPushButton("De&lete", objectName="deleteModel", clicked=self.delete_selected)
         self.add_folder_button = QPushButton("Add &folder…", objectName="addModelFolder", clicked=self.add_folder)
         self.add_file_button = QPushButton("Add f&ile…", objectName="addModelFile", clicked=self.add_file)
@@ -92,11 +94,11 @@ class ModelsDialog(QDialog):
         close.button(QDialogButtonBox.Close).clicked.connect(self.accept)
         layout.addWidget(close)
 
-        downloads.progress.connect(self._on_progress)
-        downloads.finished.connect(self._on_download_done)
-        downloads.failed.connect(self._on_download_failed)
-        downloads.cancelled.connect(self._on_download_cancelled)
-        downloads.busyChanged.connect(self._update_buttons)
+        generation.downloadProgress.connect(self._on_progress)
+        generation.downloadFinished.connect(self._on_download_done)
+        generation.downloadFailed.connect(self._on_download_failed)
+        generation.downloadCancelled.connect(self._on_download_cancelled)
+        generation.busyChanged.connect(self._update_buttons)
         self.refresh()
 
     # ---- rows ---------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class ModelsDialog(QDialog):
             status = model_status(row["name"], tuple(self.settings["pickle_allowed"]))
         except SandcastleError as exc:
             return f"Unavailable: {exc}", "", row["name"]
-        if row["hub_id"] and self.downloads.current == row["hub_id"]:
+        if row["hub_id"] and self.generation.downloading == row["hub_id"]:
             return "Downloading…", f"about {human_bytes(row['estimate'])}", ""
         if status.installed:
             return "Installed", human_bytes(status.disk_bytes), status.path or ""
@@ -155,7 +157,7 @@ class ModelsDialog(QDialog):
 
     def _update_buttons(self, *_) -> None:
         row = self.selected_row()
-        busy = self.downloads.busy
+        busy = self.generation.downloading is not None
         installed = row is not None and row.get("state") == "Installed"
         self.download_button.setEnabled(bool(row and row["hub_id"]) and not busy and not installed)
         self.cancel_button.setEnabled(busy)
@@ -171,7 +173,7 @@ class ModelsDialog(QDialog):
         row = self.selected_row()
         if row and row["hub_id"]:
             self.message.setText("")
-            self.downloads.start(row["hub_id"], tuple(row["components"]), self.settings["hub_endpoint"])
+            self.generation.download(row["hub_id"], tuple(row["components"]))
             self.progress.setVisible(True)
             self.progress.setRange(0, 0)
             self.refresh()
@@ -231,8 +233,6 @@ class ModelsDialog(QDialog):
     # ---- which model per task -----------------------------------------------------------------
 
     def _fill_task_combos(self) -> None:
-        from engines.api import default_model
-
         for task, combo in self.task_combos.items():
             combo.blockSignals(True)
             combo.clear()

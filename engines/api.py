@@ -1,8 +1,12 @@
-"""The boundary between the editor and the engines.
+"""The boundary between the editor and the engines: types, protocols, errors and pure validation.
 
 The editor builds a `Request`, asks the engine to `check` it, and runs it on a worker thread with
 an `on_step` callback and a `CancelToken`. Everything an engine needs travels in the request; an
 engine never reaches back into the editor.
+
+This module is the bottom layer of `engines`: it imports no other module of the package, so every
+other module (and the editor) can depend on it. What the editor needs beyond this contract (picture
+files, model status and downloads, own sliders, demo models) is in `engines.services`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -108,6 +111,10 @@ class EngineSpec:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter's value for a request: the given `params` over the defaults."""
+        return {**self.defaults(), **params}
 
 
 # ---- one generation -------------------------------------------------------------------------
@@ -231,77 +238,7 @@ def check_common(request: Request, spec: EngineSpec) -> None:
         spec.param(name).validate(value)
 
 
-# ---- files: the editor reads and writes pictures through these, not through engine internals ---
-
-
-def load_image(path: str) -> np.ndarray:
-    """RGB uint8 from any picture file; raises InputError with a plain reason."""
-    from engines import imaging
-
-    return imaging.load_image(path)
-
-
-def picture_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from the file's header without decoding it; None when it is not a readable picture."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:
-        return None
-
-
-def load_picture(path: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`."""
-    from engines import imaging
-
-    return imaging.load_picture(path, max_pixels)
-
-
-def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
-    """A mask file (white = repaint) that must match `size` = (width, height)."""
-    from engines import imaging
-
-    return imaging.load_mask(path, size)
-
-
-def save_mask(path: str, mask: np.ndarray) -> None:
-    """A mask as a greyscale PNG (white = repaint), written atomically."""
-    from engines import imaging
-
-    imaging.save_image(path, mask)
-
-
-def save_image(path: str, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
-    """PNG, JPEG or WebP by the file's ending, written atomically; `alpha` is kept where the format can."""
-    from engines import imaging
-
-    imaging.save_image(path, image, alpha=alpha)
-
-
-def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """The mask grown by `pixels` (shrunk when negative), 0/255."""
-    from engines import imaging
-
-    return imaging.grow_mask(mask, pixels)
-
-
-def embed(layer: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fill: int) -> np.ndarray:
-    """`layer` at `offset` = (left, top) in a new (height, width) array filled with `fill` elsewhere (uncrop)."""
-    from engines import imaging
-
-    return imaging.embed(layer, size, offset, fill)
-
-
-def fill_mask_region(mask: np.ndarray, x: int, y: int, value: int) -> np.ndarray:
-    """The mask with the connected area around (x, y) set to `value` (a bucket fill)."""
-    from engines import imaging
-
-    return imaging.fill_region(mask, x, y, value)
-
-
-# ---- models: what the editor may know and do about them ------------------------------------------
+# ---- models: what the editor may know about one ----------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -316,126 +253,3 @@ class ModelStatus:
     licence: str = ""
     download_bytes: int = 0  # the preset's estimate, for models not yet downloaded
     components: tuple[str, ...] = ()
-
-
-def model_presets() -> list:
-    """The presets of resources/models.json (engines.catalog.Preset objects)."""
-    from engines import catalog
-
-    return catalog.presets()
-
-
-def default_model(task: str) -> str:
-    """The preset id used for `task` when the person chose nothing."""
-    from engines import catalog
-
-    return catalog.default_preset(task).id
-
-
-def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
-    """Where a model is and whether it is ready to load. Raises ModelUnavailable for bad paths."""
-    from engines import catalog, models
-
-    folder = Path(name).expanduser()
-    if (folder / "autoencoder.safetensors").is_file():  # a DiffAE folder made with convert-diffae
-        return ModelStatus(name, "folder", str(folder), True, str(folder), catalog.disk_bytes(folder), folder.name)
-    source = models.resolve_source(name, allow_pickle)
-    preset = next((p for p in catalog.presets() if source.location in (p.hub_id, p.id)), None)
-    if source.kind == "hub":
-        path = catalog.installed_path(source.location)
-        return ModelStatus(name, "hub", source.location, path is not None, str(path) if path else None, catalog.disk_bytes(path),
-                           preset.title if preset else source.location, preset.licence if preset else "",
-                           preset.download_bytes if preset else 0, preset.components if preset else ())
-    path = Path(source.location)
-    return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
-
-
-def download_model(hub_id: str, components: tuple[str, ...], on_progress, cancel: CancelToken, endpoint: str | None = None) -> str:
-    """Download a hub model with byte progress; Cancelled leaves a partial file that the next call resumes."""
-    from engines import catalog
-
-    return str(catalog.download(hub_id, components, on_progress, cancel, endpoint or None))
-
-
-def delete_model(hub_id: str) -> int:
-    from engines import catalog
-
-    return catalog.delete(hub_id)
-
-
-def is_offline() -> bool:
-    from engines import models
-
-    return models.offline()
-
-
-def device_summary(device: str | None = None, dtype: str | None = None) -> str:
-    """One line for the status bar: the device, its precision and, on a GPU, the memory in use."""
-    from engines import models
-
-    try:
-        dev = models.pick_device(device)
-        precision = str(models.pick_dtype(dev, dtype)).replace("torch.", "")
-    except InputError as exc:
-        return str(exc)
-    if dev.type == "cuda":
-        import torch
-
-        used = torch.cuda.memory_allocated(dev) / 1024**3
-        total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
-        return f"{torch.cuda.get_device_name(dev)} · {precision} · {used:.1f}/{total:.0f} GB"
-    return f"{dev.type.upper()} · {precision}"
-
-
-# ---- demo mode: tiny random-weight models, built on first use ------------------------------------
-
-
-def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
-    """The folder of a tiny random-weight model for `task` (and, for edits, the chosen method), in
-    the user cache folder; written on first use. Everything runs for real; the pictures are noise."""
-    import shutil
-
-    import platformdirs
-
-    from engines.testing import write_diffae, write_model
-
-    kind = {"inpaint": "inpaint", "uncrop": "inpaint", "colorize": "img2img"}.get(task)
-    if task == "edit":
-        kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
-    if task == "attributes":
-        kind = "diffae"
-    if kind is None:
-        raise InputError(f"There is no demo model for {task} yet.")
-    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
-    if not ((folder / "model_index.json").is_file() or (folder / "autoencoder.safetensors").is_file()):
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        write_diffae(partial) if kind == "diffae" else write_model(partial, kind)
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
-    return str(folder)
-
-
-# ---- the person's own data ---------------------------------------------------------------------
-
-
-def user_data_folder() -> Path:
-    """Sandcastle's folder in the platform's user data location (own sliders, autosave)."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("sandcastle"))
-
-
-def own_sliders(folder: str = "") -> tuple[str, ...]:
-    """The names of the person's own attribute sliders (empty `folder`: the data folder's)."""
-    from engines.diffae.directions import load_directions
-    from engines.diffae.engine import own_sliders_folder
-
-    return tuple(load_directions(own_sliders_folder({"directions_folder": folder})))
-
-
-def delete_own_slider(name: str, folder: str = "") -> None:
-    from engines.diffae.directions import delete_direction
-    from engines.diffae.engine import own_sliders_folder
-
-    delete_direction(own_sliders_folder({"directions_folder": folder}), name)

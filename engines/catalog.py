@@ -1,5 +1,6 @@
-"""The model catalog: presets from resources/models.json, what is installed, downloading with byte
-progress, cancel, resume and integrity checks, and deleting.
+"""The model catalog: what is installed, downloading with byte progress, cancel, resume and
+integrity checks, and deleting. The presets of resources/models.json are read by `engines.sources`.
+It imports no torch: the editor asks it about models on the GUI thread.
 
 Downloads land in the Hugging Face cache (HF_HOME / HF_HUB_CACHE honoured) in its own layout
 (blobs named by ETag, snapshot links, refs/main), so diffusers finds the files as if
@@ -19,61 +20,15 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from engines import models  # sets the hub timeouts before huggingface_hub is imported
-from engines.api import CancelToken, Cancelled, InputError, ModelUnavailable
+from engines import sources  # bounds the hub time-outs before huggingface_hub is imported
+from engines.api import CancelToken, Cancelled, ModelUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors",)
 UNUSED_COMPONENTS = {"safety_checker", "feature_extractor"}
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx")
-
-
-# ---- presets ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preset:
-    id: str
-    title: str
-    tasks: tuple[str, ...]
-    architecture: str
-    hub_id: str | None
-    download_bytes: int
-    licence: str
-    description: str
-    components: tuple[str, ...] = ()
-    default_for: tuple[str, ...] = ()
-    manual: str = ""
-
-
-def presets() -> list[Preset]:
-    data = json.loads(resources.files("resources").joinpath("models.json").read_text(encoding="utf-8"))
-    return [
-        Preset(
-            id=p["id"], title=p["title"], tasks=tuple(p["tasks"]), architecture=p["architecture"], hub_id=p.get("hub_id"),
-            download_bytes=int(p["download_bytes"]), licence=p["licence"], description=p["description"],
-            components=tuple(p.get("components", ())), default_for=tuple(p.get("default_for", ())), manual=p.get("manual", ""),
-        )
-        for p in data["presets"]
-    ]
-
-
-def preset(key: str) -> Preset:
-    """A preset by its id or its hub id."""
-    for p in presets():
-        if key in (p.id, p.hub_id):
-            return p
-    raise InputError(f"There is no model preset called {key!r}.")
-
-
-def default_preset(task: str) -> Preset:
-    for p in presets():
-        if task in p.default_for:
-            return p
-    raise InputError(f"No model is set up for {task}.")
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -205,8 +160,8 @@ def _hub_error(hub_id: str, exc: BaseException) -> ModelUnavailable:
 
 def plan(hub_id: str, components: tuple[str, ...] = (), endpoint: str | None = None) -> DownloadPlan:
     """Ask the hub which files to fetch and how large they are (one metadata call, with a timeout)."""
-    if models.offline():
-        raise ModelUnavailable(models.unavailable_message(models.ModelSource("hub", hub_id)))
+    if sources.offline():
+        raise ModelUnavailable(sources.unavailable_message(sources.ModelSource("hub", hub_id)))
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 

@@ -5,8 +5,9 @@ The model only supplies colour. Top to bottom:
    the lightness is kept).
 2. Working region: the whole picture, or the painted mask's box with context; the model sees it
    as a grey picture at its native resolution, with the person's colour hints painted in.
-3. Colour: img2img (SDEdit) on that grey picture, guided by the prompt ("red car, blue sky");
-   previews show each step's colour already on the original lightness.
+3. Colour: img2img (SDEdit) on that grey picture, guided by the prompt ("red car, blue sky"), with
+   the Stable Diffusion step shared with inpaint, uncrop and edit (sd.generate_crop); previews show
+   each step's colour already on the original lightness.
 4. The result's Lab a/b, scaled up, pulled towards the hints near the strokes, scaled by the
    saturation setting, joined with the original L (chroma reduced where sRGB cannot show it,
    never the lightness), and with a mask pasted back through the feather.
@@ -22,11 +23,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from engines import imaging, models, preview
+from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, StepPreview, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
+from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_MODEL = DEFAULT_MODELS["img2img"]
 
 SPEC = EngineSpec(
     id="colorize",
@@ -37,7 +38,7 @@ SPEC = EngineSpec(
     params=(
         ParamSpec("saturation", float, 1.0, "Saturation", "How colourful the result is: 0 stays grey, 1 as generated, 2 twice as vivid.", 0.0, 2.0, 0.05),
         ParamSpec("hint_spread", int, 24, "Hint reach", "How far, in pixels, a colour hint pulls the colours around it.", 1, 256, 1),
-        *(p for p in INPAINT_SPEC.params if p.name in ("padding", "feather", "grow", "scheduler", "resolution", "preview")),
+        *shared_params("padding", "feather", "grow", "scheduler", "resolution", "preview"),
     ),
 )
 
@@ -51,11 +52,11 @@ class ColorizeEngine:
         hints = request.hints
         if hints is not None and (hints.dtype != np.uint8 or hints.shape != (*shape, 4)):
             raise InputError(f"The colour hints must be an RGBA picture of the image's size, {shape[1]}×{shape[0]}.")
-        models.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
         loaded, device, dtype = load_for(request, "img2img", DEFAULT_MODEL)
         cancel.raise_if_cancelled()
@@ -82,8 +83,9 @@ class ColorizeEngine:
             on_step(step)
 
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
-        generated, size = generate_crop(loaded, request, p, model_input, None, grey, np.ones(grey.shape[:2], np.float32), previewer, box,
-                                        show, cancel, extra={"strength": request.strength})
+        crop = Crop(model_image=model_input, model_mask=None, shown_under=grey, alpha=np.ones(grey.shape[:2], np.float32), box=box)
+        generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=show, cancel=cancel,
+                                        extra={"strength": request.strength})
 
         # 4. Colour joined with the original lightness.
         ab = imaging.rgb_to_lab(generated)[..., 1:]

@@ -10,17 +10,18 @@ Two methods:
 Top to bottom: the working region is the whole picture, or with a painted mask the mask's box plus
 context; it is scaled to the model's native resolution, edited with a preview per step, scaled
 back, and with a mask pasted back through the feathered mask (pixels outside it bit-identical).
+The edit itself is the Stable Diffusion step shared with inpaint, uncrop and colorize (sd.generate_crop).
 """
 
 from __future__ import annotations
 
 import time
 
-from engines import imaging, models, preview
+from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
+from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
 
-MODELS = {"instruct": "timbrooks/instruct-pix2pix", "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+MODELS = {method: DEFAULT_MODELS[method] for method in ("instruct", "img2img")}  # the method is the pipeline's purpose
 GUIDANCE = (1.0, 20.0)
 
 SPEC = EngineSpec(
@@ -35,7 +36,7 @@ SPEC = EngineSpec(
                   "towards the prompt.", choices=("instruct", "img2img")),
         ParamSpec("image_guidance", float, 1.5, "Image guidance", "InstructPix2Pix: how closely to keep the original (higher keeps it closer).",
                   1.0, 5.0, 0.1, when=("method", "instruct")),
-        *(p for p in INPAINT_SPEC.params if p.name in ("padding", "feather", "grow", "color_match", "scheduler", "resolution", "preview")),
+        *shared_params("padding", "feather", "grow", "color_match", "scheduler", "resolution", "preview"),
     ),
 )
 
@@ -49,16 +50,16 @@ class EditEngine:
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         if not request.prompt.strip():
             raise InputError("Write what to change, like \"make it winter\".")
         if not GUIDANCE[0] <= request.guidance_scale <= GUIDANCE[1]:
             raise InputError(f"Text guidance must be between {GUIDANCE[0]:g} and {GUIDANCE[1]:g}, not {request.guidance_scale:g}.")
-        models.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle)
+        sources.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle)
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
         purpose = p["method"]
         loaded, device, dtype = load_for(request, purpose, MODELS[purpose])
@@ -71,7 +72,9 @@ class EditEngine:
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
-        generated, size = generate_crop(loaded, request, p, crop, None, crop, alpha, previewer, box, on_step, cancel, extra=extra)
+        generated, size = generate_crop(loaded=loaded, request=request, params=p,
+                                        crop=Crop(model_image=crop, model_mask=None, shown_under=crop, alpha=alpha, box=box),
+                                        previewer=previewer, on_step=on_step, cancel=cancel, extra=extra)
         if masked:
             if p["color_match"]:
                 generated = imaging.match_colors(generated, crop, measure=alpha == 0, apply=alpha > 0)

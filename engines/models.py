@@ -1,8 +1,9 @@
-"""Finding, loading and caching models.
+"""Loading and caching models.
 
-A model source is a Hugging Face hub id, a local diffusers folder, or a single `.safetensors`
-file. Device and dtype are explicit: the caller passes them or takes `pick_device`/`pick_dtype`.
-Weights are read from safetensors only; pickle-based files are refused.
+What a model name means (preset, hub id, diffusers folder, single `.safetensors` file) is decided
+in `engines.sources`; this module turns a source into a loaded diffusers pipeline. Device and dtype
+are explicit: the caller passes them or takes `pick_device`/`pick_dtype`. Weights are read from
+safetensors only; pickle-based files are refused unless the person allowed that one file.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# A hub call must never hang the app: bound the metadata and download timeouts (seconds)
-# unless the person set their own. huggingface_hub reads these when it is first imported.
-os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import torch
 
-import torch  # noqa: E402
-
-from engines.api import InputError, ModelUnavailable, OutOfMemory  # noqa: E402
+from engines import catalog, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
+from engines.api import InputError, ModelUnavailable, OutOfMemory
+from engines.sources import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +39,6 @@ def _quiet_libraries() -> None:
 
 
 _quiet_libraries()
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 
 
 # ---- device and precision ---------------------------------------------------------------------
@@ -75,73 +69,6 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
             raise InputError(f"Precision must be float16, bfloat16 or float32, not {requested!r}.") from None
         return dtype
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-
-
-# ---- sources ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    kind: str  # "hub", "folder" or "file"
-    location: str
-
-    @property
-    def label(self) -> str:
-        return self.location if self.kind == "hub" else Path(self.location).name
-
-
-def resolve_source(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelSource:
-    """Decide what `model` names, without loading anything. Raises ModelUnavailable for bad paths.
-
-    `model` is a preset id (see resources/models.json), a hub id, a diffusers folder or a single
-    weights file. Pickle-based files (.ckpt, .bin, .pt) are refused unless their resolved path is in
-    `allow_pickle` (an explicit per-file opt-in); they are then read with torch's weights_only mode.
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelUnavailable(f"{path} is a folder but not a diffusers model (it has no model_index.json).")
-        return ModelSource("folder", str(path))
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            if str(path.resolve()) not in {str(Path(p).expanduser().resolve()) for p in allow_pickle}:
-                raise ModelUnavailable(
-                    f"{path.name} is a pickle-based checkpoint, which can run code when loaded; Sandcastle loads "
-                    ".safetensors files only, unless you allow this one file in Models."
-                )
-            return ModelSource("file", str(path))
-        if suffix != ".safetensors":
-            raise ModelUnavailable(f"{path.name} is not a model file Sandcastle can load (use a .safetensors file or a diffusers folder).")
-        return ModelSource("file", str(path))
-    if "/" not in model and not model.startswith((".", "~")):
-        from engines import catalog
-
-        for preset in catalog.presets():
-            if model == preset.id and preset.hub_id:
-                return ModelSource("hub", preset.hub_id)
-    if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
-        return ModelSource("hub", model)
-    raise ModelUnavailable(f"There is no model folder or file at {model}.")
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def unavailable_message(source: ModelSource, reason: str = "") -> str:
-    if source.kind == "hub":
-        if offline():
-            return (
-                f"The model {source.location} is not on this computer and Sandcastle is offline (HF_HUB_OFFLINE is set). "
-                f"On a connected machine run: huggingface-cli download {source.location}, then copy its Hugging Face "
-                "cache folder (~/.cache/huggingface) here, or choose a local copy in Models (or --model /path/to/folder)."
-            )
-        return (
-            f"The model {source.location} is not downloaded yet: download it in Models (Generate offers to), "
-            "or choose a local copy there (or --model /path/to/folder)."
-        )
-    return f"The model at {source.location} could not be loaded: {reason}"
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -328,7 +255,7 @@ def load_pipeline(
     """
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
-    source = resolve_source(model, allow_pickle)
+    source = sources.resolve_source(model, allow_pickle)
     requested = memory or "auto"
     key = (purpose, source, str(device), str(dtype), requested, compile)
     cached = CACHE.get(key)
@@ -373,8 +300,6 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
             # (for inpainting: latent blending with a 4-channel UNet).
             location = source.location
             if source.kind == "hub":
-                from engines import catalog
-
                 location = str(catalog.installed_path(source.location) or source.location)
             variant = "fp16" if _has_fp16_weights(Path(location)) else None
             pipe = _auto_class(purpose).from_pretrained(
@@ -384,9 +309,9 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
     except Exception as exc:  # missing files, not downloaded, a truncated or corrupt weight file, a wrong config
         log.info("loading %s failed: %s", source.location, exc)
         if source.kind == "hub":
-            raise ModelUnavailable(unavailable_message(source)) from None
+            raise ModelUnavailable(sources.unavailable_message(source)) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelUnavailable(unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
+        raise ModelUnavailable(sources.unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # the editor shows what the person asked for; it does not censor their own photos
     pipe.set_progress_bar_config(disable=True)
@@ -435,8 +360,6 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
     preset's installed copy when there is one (works offline), else its configs from the hub."""
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from engines import catalog
-
     path = Path(source.location)
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
@@ -447,7 +370,7 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         keys = set(state.get("state_dict", state))
     architecture = single_file_architecture(keys)
-    preset = catalog.preset(SINGLE_FILE_PRESETS[architecture])
+    preset = sources.preset(SINGLE_FILE_PRESETS[architecture])
     config = str(catalog.installed_path(preset.hub_id) or preset.hub_id)
     sdxl = architecture == "sdxl"
     if purpose == "inpaint":
@@ -457,7 +380,7 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
     absent = _absent_components(Path(config)) if Path(config).is_dir() else {}
     if not sdxl:
         absent.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=offline(), **absent)
+    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=sources.offline(), **absent)
     if purpose != "inpaint":
         pipe = _auto_class(purpose).from_pipe(pipe)
     return pipe

@@ -12,6 +12,8 @@ Top to bottom:
    next to them, colour-matches to the window's untouched context, and blends back through a ramp
    that falls to zero at the band's outer edge. So pixels of the original farther than `overlap`
    from the new area are bit-identical, and seams between tiles are blended the same way.
+
+Each pass is the Stable Diffusion step shared with inpaint, edit and colorize (sd.generate_crop).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import time
 
 import numpy as np
 
-from engines import imaging, preview
+from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.inpaint import DEFAULT_MODEL, SPEC as INPAINT_SPEC, generate_crop, load_for, prompt_warnings
+from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
+
+DEFAULT_MODEL = DEFAULT_MODELS["inpaint"]  # each pass inpaints the new area
 
 Box = tuple[int, int, int, int]
 SIDES = ("left", "top", "right", "bottom")
@@ -39,7 +43,7 @@ SPEC = EngineSpec(
         ParamSpec("context", int, 0, "Context", "Pixels of known picture each pass sees beside the new area; 0 means half the window.", 0, 2048, 16,
                   special_value="Half a window"),
         ParamSpec("max_side", int, 8192, "Largest side", "Extensions that would make the picture larger than this are refused.", 256, 32768, 256),
-        *(p for p in INPAINT_SPEC.params if p.name in ("color_match", "scheduler", "resolution", "preview")),
+        *shared_params("color_match", "scheduler", "resolution", "preview"),
     ),
 )
 
@@ -49,7 +53,7 @@ class UncropEngine:
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         sides = tuple(int(p[s]) for s in SIDES)
         if not any(sides):
             raise InputError("Choose how far to extend the picture: all four sides are 0.")
@@ -60,17 +64,15 @@ class UncropEngine:
                 f"The extended picture would be {new_w}×{new_h} pixels, more than the limit of {p['max_side']} on a side; "
                 "extend less or raise Largest side."
             )
-        from engines import models
-
-        models.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         sides = tuple(int(p[s]) for s in SIDES)
         left, top, right, bottom = sides
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request)
+        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL)
         cancel.raise_if_cancelled()
 
         # 1. The canvas.
@@ -95,8 +97,9 @@ class UncropEngine:
             alpha = imaging.feather_mask(unknown, p["overlap"])  # 1 on new pixels, a ramp over the band, 0 beyond
             model_mask = np.where(alpha > 0, 255, 0).astype(np.uint8)
             crop = canvas[y : y + h, x : x + w].copy()
-            generated, _ = generate_crop(loaded, request, p, crop, model_mask, crop, alpha, previewer, box, on_step, cancel,
-                                         passes=(k, len(tiles)), offset=(left, top))
+            generated, _ = generate_crop(loaded=loaded, request=request, params=p,
+                                         crop=Crop(model_image=crop, model_mask=model_mask, shown_under=crop, alpha=alpha, box=box),
+                                         previewer=previewer, on_step=on_step, cancel=cancel, passes=(k, len(tiles)), offset=(left, top))
             if p["color_match"]:
                 generated = imaging.match_colors(generated, crop, measure=part_known & (alpha == 0), apply=alpha > 0)
             canvas[y : y + h, x : x + w] = imaging.paste_back(crop, generated, (0, 0, w, h), alpha)

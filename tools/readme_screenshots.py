@@ -37,7 +37,7 @@ def shoot(task: str) -> None:
     picture = Path(tempfile.mkdtemp()) / "astronaut.png"
     Image.fromarray(data.astronaut()).save(picture)
     win = main.build([str(picture), "--demo"])
-    win.confirm_discard = lambda: True
+    win.files.confirm_discard = lambda: True
     win.resize(1400, 900)
     win.show()
     win.panel.task.setCurrentIndex(win.panel.task.findData(task))
@@ -48,20 +48,19 @@ def shoot(task: str) -> None:
 
     if task == "edit":
         win.panel.prompt.setPlainText("make it a winter evening")
-        win.rectangle_action.trigger()
+        win.menu_actions.rectangle.trigger()
         paint_stroke(None, win, [(0, 0), (512, 220)])  # the sky and the rocket only
     else:
         win.panel.prompt.setPlainText("a small red door")
         paint_stroke(None, win, [(320, 170), (420, 170), (420, 260)])
     win.panel.steps.setValue(12)
     grabbed = []
-    win.runner.preview.connect(lambda job, step, total, image, info: step == 6 and not grabbed and grabbed.append(win.grab()))
-    win.generate()
-    while win.runner.busy and time.time() < deadline:
+    win.generation.preview.connect(lambda job, image, step: step.step >= 6 and not grabbed and grabbed.append(win.grab()))
+    win.generation.generate()
+    while win.generation.busy and time.time() < deadline:
         pump(app, 0.05)
     grabbed[0].save(str(OUT / f"{task}.png"))
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
     print("wrote", OUT / f"{task}.png")
 
 

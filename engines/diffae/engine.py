@@ -9,7 +9,8 @@ Top to bottom:
 4. Decode with DDIM, a preview per step, scale back and paste through a feathered square.
 
 Own sliders: `fit_slider` fits a direction from faces marked as having or lacking a trait
-(directions.py); saved sliders sit in the `directions_folder` and are used by name like the 40.
+(directions.py); saved sliders sit in the `directions_folder` (by default `directions` in Sandcastle's
+data folder, see folders.py) and are used by name like the 40.
 
 Model files: a folder with `autoencoder.safetensors` and `classifier.safetensors`, made from the
 official checkpoints with `sandcastle convert-diffae` (see MISSING below).
@@ -29,8 +30,9 @@ import torch
 
 from engines import imaging, models
 from engines.api import (CancelToken, EngineSpec, InputError, ModelUnavailable, ParamSpec, Request, Result, StepCallback, StepPreview,
-                         Task, check_common, user_data_folder)
+                         Task, check_common)
 from engines.diffae import directions, sampling
+from engines.folders import own_sliders_folder
 from engines.diffae.model import DiffAE, DiffAEConfig
 
 ATTRIBUTES = tuple(resources.files("resources").joinpath("celeba_attributes.txt").read_text().split())
@@ -60,11 +62,6 @@ SPEC = EngineSpec(
 )
 
 
-def own_sliders_folder(params: dict) -> Path:
-    """The folder of the person's own sliders: the parameter, or `directions` in Sandcastle's data folder."""
-    return Path(params["directions_folder"]) if params.get("directions_folder") else user_data_folder() / "directions"
-
-
 def parse_attributes(text: str, names: tuple[str, ...] = ATTRIBUTES) -> dict[int, float]:
     amounts: dict[int, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -89,8 +86,8 @@ class AttributesEngine:
 
     def check(self, request: Request) -> None:
         check_common(request, self.spec)
-        p = {**self.spec.defaults(), **request.params}
-        parse_attributes(p["attributes"], ATTRIBUTES + tuple(directions.load_directions(own_sliders_folder(p))))
+        p = self.spec.values(request.params)
+        parse_attributes(p["attributes"], ATTRIBUTES + directions.slider_names(own_sliders_folder(p)))
         h, w = request.image.shape[:2]
         if p["region_size"] and (p["region_x"] + p["region_size"] > w or p["region_y"] + p["region_size"] > h):
             raise InputError(f"The face region {p['region_x']},{p['region_y']} of side {p['region_size']} goes outside the {w}×{h} picture.")
@@ -119,7 +116,7 @@ class AttributesEngine:
 
     def _prepare(self, request: Request):
         """The loaded model and classifier, the region's box and crop, and the crop as the model's input."""
-        p = {**self.spec.defaults(), **request.params}
+        p = self.spec.values(request.params)
         device = models.pick_device(request.device)
         dtype = models.pick_dtype(device, request.dtype) if request.dtype else torch.float32  # DiffAE was trained in fp32
         model, classifier = self._load(request.model, device, dtype)
@@ -148,7 +145,7 @@ class AttributesEngine:
         stacked = torch.stack(codes)
         mean, std = classifier["mean"].double().reshape(-1), classifier["std"].double().reshape(-1)
         vector = directions.fit_direction(stacked[: len(has)], stacked[len(has):], mean, std)
-        p = {**self.spec.defaults(), **has[0].params}
+        p = self.spec.values(has[0].params)
         return directions.save_direction(own_sliders_folder(p), name, vector, len(has), len(lacks), has[0].model or "")
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:

@@ -17,7 +17,7 @@ def open_window(qtbot, tmp_path, photo, *args, steps=4):
     path = tmp_path / "photo.png"
     Image.fromarray(photo).save(path)
     win = main.build([str(path), *args])
-    win.confirm_discard = lambda: True  # no modal question when the test closes the window
+    win.files.confirm_discard = lambda: True  # no modal question when the test closes the window
     qtbot.addWidget(win)
     win.resize(1100, 760)
     win.show()
@@ -31,8 +31,7 @@ def window(qtbot, model_dir, tmp_path, photo):
     """The window with the tiny inpainting model given on the command line."""
     win = open_window(qtbot, tmp_path, photo, "--model", str(model_dir("inpaint")))
     yield win
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
 
 def pixmap_array(pixmap):

@@ -15,8 +15,7 @@ def attributes_window(qtbot, tmp_path, photo):
     qtbot.waitUntil(lambda: "region_size" in win.panel.param_widgets and win.panel.generate.isEnabled(), timeout=60000)
     win.panel.param_widgets["inversion_steps"].setValue(20)
     yield win
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
 
 def drag(win, a, b):
@@ -27,7 +26,7 @@ def drag(win, a, b):
 
 
 def test_forty_searchable_sliders_and_a_reset(attributes_window):
-    box = attributes_window.attributes_box
+    box = attributes_window.attributes.box
     assert box.isVisible() and len(box.sliders) == 40
     box.search.setText("hair")
     visible = [n for n, (label, _, _) in box.rows.items() if label.isVisible()]
@@ -49,9 +48,9 @@ def test_drag_a_face_region_then_releasing_a_slider_renders(qtbot, attributes_wi
     win.panel.param_widgets["region_x"].setValue(100)
     win.panel.param_widgets["region_y"].setValue(20)
     assert win.document.mask.max() == 0  # marking the region paints no mask
-    slider = win.attributes_box.sliders["Smiling"]
+    slider = win.attributes.box.sliders["Smiling"]
     slider.setValue(40)
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         slider.sliderReleased.emit()  # letting go of the slider re-renders
     outside = np.ones((512, 512), bool)
     outside[20:276, 100:356] = False
@@ -72,13 +71,13 @@ def test_controls_the_attributes_do_not_use_are_disabled(attributes_window):
 def test_an_own_slider_fitted_from_marked_faces(qtbot, attributes_window, monkeypatch):
     from PySide6.QtWidgets import QMessageBox, QPushButton
 
-    from engines.api import user_data_folder
+    from engines.services import user_data_folder
 
     win = attributes_window
-    box = win.attributes_box
+    box = win.attributes.box
     assert not box.own_heading.isVisible()
     qtbot.mouseClick(box.findChild(QPushButton, "newSlider"), Qt.LeftButton)
-    dialog = win.slider_dialog
+    dialog = win.attributes.dialog
     assert dialog.isVisible()
     dialog.name.setText("Moustache")
     for key, corners in (("has", [(100, 20), (120, 40)]), ("lacks", [(0, 250), (250, 250)])):
@@ -89,15 +88,15 @@ def test_an_own_slider_fitted_from_marked_faces(qtbot, attributes_window, monkey
     assert dialog.lists["has"].count() == 2 and dialog.lists["lacks"].count() == 2
     assert dialog.examples["has"][0].shape == (256, 256, 3)
 
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         dialog.buttons.accepted.emit()  # Fit and save
     assert (user_data_folder() / "directions" / "Moustache.safetensors").is_file()
-    assert "Moustache" in box.sliders and box.own_heading.isVisible() and win.slider_dialog is None
+    assert "Moustache" in box.sliders and box.own_heading.isVisible() and win.attributes.dialog is None
     assert win.document.undo_stack.count() == 0  # fitting a slider does not touch the picture
 
     box.sliders["Moustache"].setValue(40)
     assert win.panel.params()["attributes"] == "Moustache=0.4"
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         box.sliders["Moustache"].sliderReleased.emit()
     assert win.document.undo_stack.count() == 1
 
@@ -109,12 +108,12 @@ def test_an_own_slider_fitted_from_marked_faces(qtbot, attributes_window, monkey
 
 def test_a_failed_fit_keeps_the_examples(qtbot, attributes_window):
     win = attributes_window
-    win.attributes_box.newSliderRequested.emit()
-    dialog = win.slider_dialog
+    win.attributes.box.newSliderRequested.emit()
+    dialog = win.attributes.dialog
     dialog.name.setText("Smiling")  # a built-in name
     dialog.add("has", np.zeros((64, 64, 3), np.uint8))
     dialog.add("lacks", np.full((64, 64, 3), 255, np.uint8))
-    with qtbot.waitSignal(win.runner.failed, timeout=60000):
+    with qtbot.waitSignal(win.generation.failed, timeout=60000):
         dialog.buttons.accepted.emit()
     assert "built-in" in win.panel.message.text() and "examples are kept" in win.panel.message.text()
-    assert win.slider_dialog is dialog and len(dialog.examples["has"]) == 1
+    assert win.attributes.dialog is dialog and len(dialog.examples["has"]) == 1

@@ -15,8 +15,7 @@ def crash(win):
     win.autosaver.wait()
     win.autosaver.lock.unlock()
     win.autosaver.finish = lambda snap: None  # the window's close at teardown stands for nothing: the process "died"
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
 
 def build(qtbot, monkeypatch, answer=True):
@@ -26,24 +25,24 @@ def build(qtbot, monkeypatch, answer=True):
     asked = []
     monkeypatch.setattr(MainWindow, "ask_restore", lambda self, folder: asked.append(folder) or answer)
     win = main.build([])
-    win.confirm_discard = lambda: True
+    win.files.confirm_discard = lambda: True
     qtbot.addWidget(win)
     return win, asked
 
 
 def test_the_work_comes_back_after_a_crash(qtbot, window, monkeypatch, original):
     paint_stroke(qtbot, window, [(100, 100), (300, 100)])
-    window.hint_action.trigger()
+    window.menu_actions.hint.trigger()
     paint_stroke(qtbot, window, [(100, 400), (200, 400)])
     window.panel.prompt.setPlainText("a red door")
     window.panel.steps.setValue(3)
     window.panel.versions.setValue(2)
     window.panel.param_widgets["grow"].setValue(9)
-    window.generate()
-    qtbot.waitUntil(lambda: window.candidates.count() == 2 and not window.runner.busy, timeout=120000)
+    window.generation.generate()
+    qtbot.waitUntil(lambda: window.version_strip.count() == 2 and not window.generation.busy, timeout=120000)
     window.autosave()
     mask, hints = window.document.mask.copy(), window.document.hints.copy()
-    versions = [r.image.copy() for r, _ in window._candidates]
+    versions = [v.result.image.copy() for v in window.generation.versions]
     crash(window)
 
     again, asked = build(qtbot, monkeypatch)
@@ -53,19 +52,17 @@ def test_the_work_comes_back_after_a_crash(qtbot, window, monkeypatch, original)
     assert again.panel.prompt.toPlainText() == "a red door" and again.panel.steps.value() == 3 and again.panel.versions.value() == 2
     qtbot.waitUntil(lambda: again.panel.param_widgets.get("grow") is not None, timeout=60000)
     assert again.panel.param_widgets["grow"].value() == 9  # the engine's own settings follow once its controls exist
-    assert again.candidates.count() == 2 and all(np.array_equal(r.image, v) for (r, _), v in zip(again._candidates, versions))
+    assert again.version_strip.count() == 2 and all(np.array_equal(mine.result.image, v) for mine, v in zip(again.generation.versions, versions))
     assert doc.modified and again.windowTitle().startswith("photo.png*")
     qtbot.waitUntil(lambda: again.panel.generate.isEnabled(), timeout=60000)
-    again.candidates.thumbs.setCurrentRow(1)
-    again.candidates.accept_current()
+    again.version_strip.thumbs.setCurrentRow(1)
+    again.version_strip.accept_current()
     assert np.array_equal(doc.image, versions[1]) and doc.undo_stack.count() == 1
-    again.runner.shutdown()
-    again.downloads.shutdown()
+    again.shutdown()
 
     third, asked = build(qtbot, monkeypatch)  # offered once: the crashed session is gone now
     assert asked == []
-    third.runner.shutdown()
-    third.downloads.shutdown()
+    third.shutdown()
 
 
 def test_a_clean_exit_or_a_running_window_is_not_offered(qtbot, tmp_path, photo, monkeypatch):
@@ -79,8 +76,7 @@ def test_a_clean_exit_or_a_running_window_is_not_offered(qtbot, tmp_path, photo,
     third, asked = build(qtbot, monkeypatch)
     assert asked == []  # it ended cleanly
     for win in (second, third):
-        win.runner.shutdown()
-        win.downloads.shutdown()
+        win.shutdown()
 
 
 def test_declining_discards_the_crashed_session(qtbot, window, monkeypatch):
@@ -90,8 +86,7 @@ def test_declining_discards_the_crashed_session(qtbot, window, monkeypatch):
     again, asked = build(qtbot, monkeypatch, answer=False)
     assert len(asked) == 1 and not again.document.has_image
     assert not asked[0].exists()
-    again.runner.shutdown()
-    again.downloads.shutdown()
+    again.shutdown()
 
 
 def test_autosave_writes_only_when_something_changed(qtbot, window):
@@ -140,9 +135,7 @@ def test_a_mask_of_another_size_is_refused(window):
 
 
 def test_closing_with_unsaved_changes_asks_to_save(qtbot, window, monkeypatch, tmp_path):
-    from editor.window import MainWindow
-
-    del window.confirm_discard  # the real question this time
+    del window.files.confirm_discard  # the real question this time
     paint_stroke(qtbot, window, [(100, 100), (300, 100)])
     window.document.invert_mask()
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Cancel)
@@ -150,7 +143,7 @@ def test_closing_with_unsaved_changes_asks_to_save(qtbot, window, monkeypatch, t
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.Discard)
     assert window.close() and "Save the changes" in asked[0]
-    assert isinstance(window, MainWindow)
+    assert not window.generation.runner.running  # closed for real: the engines' thread has stopped
 
 
 def test_a_damaged_session_is_explained_kept_aside_and_not_offered_again(qtbot, window, monkeypatch):
@@ -162,9 +155,7 @@ def test_a_damaged_session_is_explained_kept_aside_and_not_offered_again(qtbot, 
     assert len(asked) == 1 and "could not be read" in again.panel.message.text() and "damaged-session-" in again.panel.message.text()
     assert not again.document.has_image
     assert (window.autosaver.folder.with_name("damaged-" + window.autosaver.folder.name) / "session.json").is_file()
-    again.runner.shutdown()
-    again.downloads.shutdown()
+    again.shutdown()
     third, asked = build(qtbot, monkeypatch)
     assert asked == []
-    third.runner.shutdown()
-    third.downloads.shutdown()
+    third.shutdown()

@@ -16,19 +16,18 @@ def colour_window(qtbot, tmp_path, photo):
     win.panel.task.setCurrentIndex(win.panel.task.findData("colorize"))
     qtbot.waitUntil(lambda: "saturation" in win.panel.param_widgets and win.panel.generate.isEnabled(), timeout=60000)
     yield win, grey
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
 
 def test_hint_brush_paints_colour_as_one_undo_step(qtbot, colour_window):
     win, grey = colour_window
-    win.set_hint_colour(QColor(220, 30, 30))
-    assert win.hint_action.isChecked() and win.canvas.layer == "hints"
+    win.menu_actions.set_hint_colour(QColor(220, 30, 30))
+    assert win.menu_actions.hint.isChecked() and win.canvas.layer == "hints"
     paint_stroke(qtbot, win, [(100, 100), (200, 100)])
     assert tuple(win.document.hints[100, 150]) == (220, 30, 30, 255)
     assert win.document.mask.max() == 0 and np.array_equal(win.document.image, grey)  # hints are their own layer
     assert win.document.undo_stack.count() == 1 and "hint" in win.document.undo_stack.text(0)
-    win.eraser_action.trigger()
+    win.menu_actions.eraser.trigger()
     paint_stroke(qtbot, win, [(150, 80), (150, 120)])
     assert win.document.hints[100, 150, 3] == 0 and win.document.hints[100, 110, 3] == 255
     win.document.undo_stack.undo()
@@ -38,10 +37,10 @@ def test_hint_brush_paints_colour_as_one_undo_step(qtbot, colour_window):
 
 def test_colorize_keeps_the_lightness_and_uses_the_hints(qtbot, colour_window):
     win, grey = colour_window
-    win.set_hint_colour(QColor(30, 60, 230))
+    win.menu_actions.set_hint_colour(QColor(30, 60, 230))
     paint_stroke(qtbot, win, [(150, 300), (260, 300)])
-    assert win.build_request(1).hints is not None
-    with qtbot.waitSignal(win.runner.finished, timeout=120000) as finished:
+    assert win.generation.build_request().hints is not None
+    with qtbot.waitSignal(win.generation.finished, timeout=120000) as finished:
         qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
     assert finished.args[1].info["hints"] is True
     result = win.document.image

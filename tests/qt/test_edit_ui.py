@@ -15,8 +15,7 @@ def edit_window(qtbot, tmp_path, photo):
     qtbot.waitUntil(lambda: "image_guidance" in win.panel.param_widgets and win.panel.generate.isEnabled(), timeout=60000)
     win.panel.prompt.setPlainText("make it winter")
     yield win
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    win.shutdown()
 
 
 def test_methods_and_the_image_guidance_slider(edit_window):
@@ -34,7 +33,7 @@ def test_methods_and_the_image_guidance_slider(edit_window):
 def test_whole_picture_edit_is_one_undo_step(qtbot, edit_window, original, method):
     win = edit_window
     win.panel.param_widgets["method"].setCurrentText(method)
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
     assert not np.array_equal(win.document.image, original)
     assert win.document.undo_stack.count() == 1
@@ -45,8 +44,8 @@ def test_whole_picture_edit_is_one_undo_step(qtbot, edit_window, original, metho
 def test_masked_edit_changes_only_the_painted_part(qtbot, edit_window, original):
     win = edit_window
     paint_stroke(qtbot, win, [(200, 200), (300, 240)])
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
-        win.generate()
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
+        win.generation.generate()
     feather = win.panel.params()["feather"] + win.panel.params()["grow"]
     far = ndimage.distance_transform_edt(win.document.mask < 128) > feather
     assert np.array_equal(win.document.image[far], original[far])
@@ -56,27 +55,27 @@ def test_masked_edit_changes_only_the_painted_part(qtbot, edit_window, original)
 def test_versions_in_a_strip_click_to_see_accept_one(qtbot, edit_window, original):
     win = edit_window
     win.panel.versions.setValue(3)
-    win.generate()
-    qtbot.waitUntil(lambda: win.candidates.count() == 3 and not win.runner.busy, timeout=120000)
-    assert win.candidates.isVisible() and np.array_equal(win.document.image, original)  # nothing applied before Accept
-    assert [win.candidates.thumbs.item(i).text() for i in range(3)] == [f"Seed {win.panel.seed.value() + k}" for k in range(3)]
+    win.generation.generate()
+    qtbot.waitUntil(lambda: win.version_strip.count() == 3 and not win.generation.busy, timeout=120000)
+    assert win.version_strip.isVisible() and np.array_equal(win.document.image, original)  # nothing applied before Accept
+    assert [win.version_strip.thumbs.item(i).text() for i in range(3)] == [f"Seed {win.panel.seed.value() + k}" for k in range(3)]
     shown = []
     for row in (1, 2):
-        win.candidates.thumbs.setCurrentRow(row)  # a click on the thumbnail
+        win.version_strip.thumbs.setCurrentRow(row)  # a click on the thumbnail
         assert win.canvas.preview_item.isVisible()
         shown.append(win.canvas.preview_item.pixmap().toImage())
     assert shown[0] != shown[1]  # each click shows its own version
-    win.candidates.thumbs.setCurrentRow(1)
-    qtbot.mouseClick(win.candidates.accept_button, Qt.LeftButton)
+    win.version_strip.thumbs.setCurrentRow(1)
+    qtbot.mouseClick(win.version_strip.accept_button, Qt.LeftButton)
     assert win.document.undo_stack.count() == 1 and "seed" in win.document.undo_stack.text(0)
-    assert not win.candidates.isVisible() and not win.canvas.preview_item.isVisible()
+    assert not win.version_strip.isVisible() and not win.canvas.preview_item.isVisible()
     picked = win.document.image.copy()
     win.document.undo_stack.undo()
     assert np.array_equal(win.document.image, original)
 
-    win.generate()
-    qtbot.waitUntil(lambda: win.candidates.count() == 3 and not win.runner.busy, timeout=120000)
-    qtbot.mouseClick(win.candidates.discard_button, Qt.LeftButton)
+    win.generation.generate()
+    qtbot.waitUntil(lambda: win.version_strip.count() == 3 and not win.generation.busy, timeout=120000)
+    qtbot.mouseClick(win.version_strip.discard_button, Qt.LeftButton)
     assert np.array_equal(win.document.image, original) and win.document.undo_stack.index() == 0
     assert not np.array_equal(picked, original)
 
@@ -86,14 +85,14 @@ def test_versions_use_successive_seeds(qtbot, edit_window):
     win = edit_window
     seed = win.panel.seed.value()
     win.panel.versions.setValue(2)
-    win.generate()
-    qtbot.waitUntil(lambda: win.candidates.count() == 2 and not win.runner.busy, timeout=120000)
-    second = win._candidates[1][0].image.copy()
-    win.candidates.discard()
+    win.generation.generate()
+    qtbot.waitUntil(lambda: win.version_strip.count() == 2 and not win.generation.busy, timeout=120000)
+    second = win.generation.versions[1].result.image.copy()
+    win.version_strip.discard()
     win.panel.versions.setValue(1)
     win.panel.seed.setValue(seed + 1)
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
-        win.generate()
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
+        win.generation.generate()
     assert np.array_equal(win.document.image, second)
 
 
@@ -112,10 +111,9 @@ def test_without_a_choice_the_model_follows_the_method(qtbot, tmp_path, photo):
     win.panel.task.setCurrentIndex(win.panel.task.findData("edit"))
     qtbot.waitUntil(lambda: "method" in win.panel.param_widgets, timeout=60000)
     win.panel.param_widgets["method"].setCurrentText("instruct")
-    assert win.model_for("edit") == "timbrooks/instruct-pix2pix"
+    assert win.generation.model_for("edit") == "timbrooks/instruct-pix2pix"
     win.panel.param_widgets["method"].setCurrentText("img2img")
-    assert win.model_for("edit") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert win.generation.model_for("edit") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     win.settings.set_model_for("edit", "/my/models/dreamshaper")
-    assert win.model_for("edit") == "/my/models/dreamshaper"  # the person's choice wins
-    win.runner.shutdown()
-    win.downloads.shutdown()
+    assert win.generation.model_for("edit") == "/my/models/dreamshaper"  # the person's choice wins
+    win.shutdown()

@@ -13,7 +13,7 @@ from tests.qt.conftest import paint_stroke
 
 def test_out_of_memory_mid_run_is_explained_and_the_next_run_works(qtbot, window, original, monkeypatch):
     paint_stroke(qtbot, window, [(200, 200), (300, 200)])
-    engine = window.engines["inpaint"]
+    engine = window.generation.engines["inpaint"]
     real_run = engine.run
 
     def run_out_of_memory(request, on_step, cancel):
@@ -24,13 +24,13 @@ def test_out_of_memory_mid_run_is_explained_and_the_next_run_works(qtbot, window
         return real_run(request, step, cancel)
 
     monkeypatch.setattr(engine, "run", run_out_of_memory)
-    with qtbot.waitSignal(window.runner.failed, timeout=120000):
-        window.generate()
+    with qtbot.waitSignal(window.generation.failed, timeout=120000):
+        window.generation.generate()
     assert "ran out of memory" in window.panel.message.text() and np.array_equal(window.document.image, original)
     assert not window.canvas.preview_item.isVisible()
     monkeypatch.setattr(engine, "run", real_run)
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
-        window.generate()
+    with qtbot.waitSignal(window.generation.finished, timeout=120000):
+        window.generation.generate()
     assert window.document.undo_stack.count() == 2  # the stroke and the result
 
 
@@ -43,14 +43,14 @@ def test_saving_into_a_full_disk_keeps_the_file_and_the_document(qtbot, window, 
     window.document.save(target)
     before = target.read_bytes()
     paint_stroke(qtbot, window, [(200, 200), (300, 200)])
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
-        window.generate()
+    with qtbot.waitSignal(window.generation.finished, timeout=120000):
+        window.generation.generate()
 
     def full_disk(self, fp, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
-    assert not window.save()
+    assert not window.files.save()
     assert "No space left" in window.panel.message.text() and target.read_bytes() == before
     assert window.document.modified  # still unsaved, so closing will ask
 
@@ -59,11 +59,11 @@ def test_closing_while_generating_stops_the_worker_and_leaves_no_thread(qtbot, w
     paint_stroke(qtbot, window, [(200, 200), (300, 200)])
     window.panel.steps.setValue(50)
     steps = []
-    window.runner.preview.connect(lambda *a: steps.append(a[1]))
-    window.generate()
+    window.generation.stepped.connect(lambda job, step: steps.append(step.step))
+    window.generation.generate()
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=120000)
     assert window.close()
-    assert window.runner._thread.isFinished() and window.downloads._thread.isFinished()
+    assert not window.generation.runner.running and not window.generation.downloads.running
     assert len(steps) < 50
     assert not [t for t in threading.enumerate() if t.name.startswith("sandcastle")]
 
@@ -81,8 +81,8 @@ def test_many_generations_in_a_row_do_not_grow_memory(qtbot, window):
     window.panel.steps.setValue(2)
 
     def one():
-        with qtbot.waitSignal(window.runner.finished, timeout=120000):
-            window.generate()
+        with qtbot.waitSignal(window.generation.finished, timeout=120000):
+            window.generation.generate()
         window.document.undo_stack.clear()  # the undo history would grow by design; the question is everything else
 
     for _ in range(10):

@@ -26,7 +26,7 @@ def doc(window):
 
 
 def test_rectangle_masks_what_was_dragged_and_alt_removes(window, doc):
-    window.rectangle_action.trigger()
+    window.menu_actions.rectangle.trigger()
     drag(window, [(50, 60), (100, 90), (150, 120)])
     assert doc.mask[65:115, 55:145].min() == 255 and doc.mask[:55].max() == 0 and doc.mask[:, 156:].max() == 0
     assert doc.undo_stack.count() == 1 and doc.undo_stack.text(0) == "Mask rectangle"
@@ -37,10 +37,10 @@ def test_rectangle_masks_what_was_dragged_and_alt_removes(window, doc):
 
 
 def test_ellipse_and_lasso_fill_their_outline(window, doc):
-    window.ellipse_action.trigger()
+    window.menu_actions.ellipse.trigger()
     drag(window, [(100, 100), (200, 200)])
     assert doc.mask[150, 150] == 255 and doc.mask[150, 105] == 255 and doc.mask[103, 103] == 0  # the corner lies outside
-    window.lasso_action.trigger()
+    window.menu_actions.lasso.trigger()
     drag(window, [(300, 300), (400, 300), (350, 400)])  # a triangle, closed on release
     assert doc.mask[330, 350] == 255 and doc.mask[390, 310] == 0 and doc.mask[390, 350] > 0
     assert doc.undo_stack.count() == 2
@@ -51,7 +51,7 @@ def test_fill_fills_an_enclosed_area_and_alt_empties_a_painted_one(window, doc):
     ring[100:300, 100:300] = 255
     ring[110:290, 110:290] = 0
     doc.replace_mask(ring, "ring")
-    window.fill_action.trigger()
+    window.menu_actions.fill.trigger()
     drag(window, [(200, 200)])
     assert doc.mask[100:300, 100:300].min() == 255 and doc.mask[:100].max() == 0 and doc.mask[400, 400] == 0
     drag(window, [(105, 105)], Qt.AltModifier)
@@ -84,7 +84,7 @@ def test_a_soft_brush_fades_at_its_edge(qtbot, window, doc):
     paint_stroke(qtbot, window, [(100, 100), (200, 100)])
     hard = partial_pixels(doc.mask)
     doc.clear_mask()
-    window.brush_hardness.setValue(20)
+    window.menu_actions.brush_hardness.setValue(20)
     paint_stroke(qtbot, window, [(100, 100), (200, 100)])
     soft = partial_pixels(doc.mask)
     assert soft > 5 * hard and doc.mask[100, 150] == 255  # the centre line still paints fully
@@ -112,16 +112,16 @@ def test_masks_save_and_load_as_png(window, doc, tmp_path):
     square = np.zeros_like(doc.mask)
     square[10:20, 30:60] = 255
     doc.replace_mask(square, "square")
-    from engines.api import save_mask
+    from engines.services import save_mask
 
     save_mask(str(tmp_path / "m.png"), doc.mask)
     doc.clear_mask()
-    assert window.load_mask_file(str(tmp_path / "m.png"))
+    assert window.files.load_mask_file(str(tmp_path / "m.png"))
     assert np.array_equal(doc.mask, square) and doc.undo_stack.text(doc.undo_stack.index() - 1) == "Load mask"
     from PIL import Image
 
     Image.new("L", (100, 100), 255).save(tmp_path / "small.png")
-    assert not window.load_mask_file(str(tmp_path / "small.png"))
+    assert not window.files.load_mask_file(str(tmp_path / "small.png"))
     assert "100×100" in window.panel.message.text() and np.array_equal(doc.mask, square)
 
 
@@ -130,8 +130,8 @@ def test_overlay_colour_and_opacity_show_on_screen_and_are_remembered(qtbot, win
 
     doc.replace_mask(np.full_like(doc.mask, 255), "all")
     window.canvas.set_mask_visible(True)
-    window.set_mask_colour(QColor(0, 0, 255))
-    window.mask_opacity.setValue(100)
+    window.menu_actions.set_mask_colour(QColor(0, 0, 255))
+    window.menu_actions.mask_opacity.setValue(100)
     qtbot.wait(50)
     pixel = window.canvas.viewport().grab().toImage().pixelColor(window.canvas.mapFromScene(256, 256))
     assert (pixel.red(), pixel.green(), pixel.blue()) == (0, 0, 255)

@@ -13,8 +13,7 @@ def fresh_window(qtbot, tmp_path, photo):
     """The window as a new user sees it: no --model, no settings."""
     win = open_window(qtbot, tmp_path, photo, steps=3)
     yield win
-    win.downloads.shutdown()
-    win.runner.shutdown()
+    win.shutdown()
 
 
 def test_first_generate_asks_once_downloads_with_progress_then_generates(qtbot, fresh_window, hub, photo):
@@ -22,10 +21,10 @@ def test_first_generate_asks_once_downloads_with_progress_then_generates(qtbot, 
     win.settings.set_model_for("inpaint", "tiny/inpaint")
     win.settings["hub_endpoint"] = hub.url
     asked, formats = [], []
-    win.ask_download = lambda status: asked.append((status.title, status.location)) or True
-    win.downloads.progress.connect(lambda *a: formats.append(win.panel.progress.format()))
+    win.generation.ask_download = lambda status: asked.append((status.title, status.location)) or True
+    win.generation.downloadProgress.connect(lambda *a: formats.append(win.panel.progress.format()))
     paint_stroke(qtbot, win, [(200, 200), (260, 220)])
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
     assert asked == [("tiny/inpaint", "tiny/inpaint")]
     assert formats and formats[-1].startswith("Downloading inpaint:") and "/s" in formats[-1]
@@ -34,8 +33,8 @@ def test_first_generate_asks_once_downloads_with_progress_then_generates(qtbot, 
     assert win.document.undo_stack.count() == 2
 
     catalog.delete("tiny/inpaint")
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
-        win.generate()
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
+        win.generation.generate()
     assert len(asked) == 1  # asked once: the second download starts without a question
 
 
@@ -43,10 +42,10 @@ def test_declining_the_download_changes_nothing(qtbot, fresh_window, hub, photo)
     win = fresh_window
     win.settings.set_model_for("inpaint", "tiny/inpaint")
     win.settings["hub_endpoint"] = hub.url
-    win.ask_download = lambda status: False
+    win.generation.ask_download = lambda status: False
     paint_stroke(qtbot, win, [(200, 200), (260, 220)])
-    win.generate()
-    assert not win.downloads.busy and not win.runner.busy
+    win.generation.generate()
+    assert not (win.generation.downloading is not None) and not win.generation.busy
     assert "download it in Tools → Models" in win.panel.message.text()
     assert hub.requests == []
 
@@ -54,11 +53,11 @@ def test_declining_the_download_changes_nothing(qtbot, fresh_window, hub, photo)
 def test_offline_says_which_model_and_how_to_install_it(qtbot, fresh_window):
     win = fresh_window  # the suite runs with HF_HUB_OFFLINE=1
     paint_stroke(qtbot, win, [(200, 200), (260, 220)])
-    win.generate()
+    win.generation.generate()
     text = win.panel.message.text()
     assert "Stable Diffusion 1.5 Inpainting" in text and "offline" in text
     assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-inpainting" in text
-    assert not win.runner.busy and not win.downloads.busy
+    assert not win.generation.busy and not (win.generation.downloading is not None)
 
 
 def test_cancel_during_the_download_stops_it(qtbot, fresh_window, hub):
@@ -66,12 +65,12 @@ def test_cancel_during_the_download_stops_it(qtbot, fresh_window, hub):
     hub.delay = 0.02
     win.settings.set_model_for("inpaint", "tiny/inpaint")
     win.settings["hub_endpoint"] = hub.url
-    win.ask_download = lambda status: True
+    win.generation.ask_download = lambda status: True
     paint_stroke(qtbot, win, [(200, 200), (260, 220)])
-    win.downloads.progress.connect(lambda hub_id, p: p.done_bytes > 1_000_000 and qtbot.mouseClick(win.panel.cancel, Qt.LeftButton))
-    with qtbot.waitSignal(win.downloads.cancelled, timeout=60000):
-        win.generate()
-    assert not win.runner.busy and catalog.installed_path("tiny/inpaint") is None
+    win.generation.downloadProgress.connect(lambda hub_id, p: p.done_bytes > 1_000_000 and qtbot.mouseClick(win.panel.cancel, Qt.LeftButton))
+    with qtbot.waitSignal(win.generation.downloadCancelled, timeout=60000):
+        win.generation.generate()
+    assert not win.generation.busy and catalog.installed_path("tiny/inpaint") is None
     assert win.panel.progress.format() == "Download cancelled" and win.panel.generate.isEnabled()
 
 
@@ -79,7 +78,7 @@ def test_models_dialog_lists_presets_adds_local_models_and_chooses_per_task(qtbo
     from editor.models_dialog import ModelsDialog
 
     win = fresh_window
-    dialog = ModelsDialog(win.settings, win.downloads, win)
+    dialog = ModelsDialog(win.settings, win.generation, win)
     qtbot.addWidget(dialog)
     titles = [dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount())]
     assert "Stable Diffusion 1.5 Inpainting" in titles and "DiffAE FFHQ-256 (faces)" in titles
@@ -97,7 +96,7 @@ def test_models_dialog_lists_presets_adds_local_models_and_chooses_per_task(qtbo
     combo = dialog.task_combos["inpaint"]
     combo.setCurrentIndex(combo.findData(folder))
     assert win.settings.model_for("inpaint") == folder
-    assert win.model_for("inpaint") == folder
+    assert win.generation.model_for("inpaint") == folder
 
     import torch
 
@@ -121,7 +120,7 @@ def test_models_dialog_downloads_and_deletes(qtbot, fresh_window, hub, monkeypat
 
     win = fresh_window
     win.settings["hub_endpoint"] = hub.url
-    dialog = ModelsDialog(win.settings, win.downloads, win)
+    dialog = ModelsDialog(win.settings, win.generation, win)
     qtbot.addWidget(dialog)
     monkeypatch.setattr(dialog, "_rows", dialog._rows + [{"name": "tiny/inpaint", "title": "Tiny", "tasks": "inpaint", "hub_id": "tiny/inpaint",
                                                          "components": ("scheduler", "text_encoder", "tokenizer", "unet", "vae"),
@@ -130,8 +129,8 @@ def test_models_dialog_downloads_and_deletes(qtbot, fresh_window, hub, monkeypat
     dialog.refresh()
     dialog.select("tiny/inpaint")
     formats = []
-    win.downloads.progress.connect(lambda *a: formats.append(dialog.progress.format()))
-    with qtbot.waitSignal(win.downloads.finished, timeout=60000):
+    win.generation.downloadProgress.connect(lambda *a: formats.append(dialog.progress.format()))
+    with qtbot.waitSignal(win.generation.downloadFinished, timeout=60000):
         qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
     assert formats and "Downloading tiny/inpaint" in formats[-1]
     row = dialog.table.currentRow()
@@ -142,8 +141,13 @@ def test_models_dialog_downloads_and_deletes(qtbot, fresh_window, hub, monkeypat
     assert "freeing" in dialog.message.text()
 
 
-def test_status_bar_shows_device_and_precision(fresh_window):
-    assert fresh_window.status_device.text() == "CPU · float32"
+def test_status_bar_shows_device_and_precision(qtbot, fresh_window):
+    import torch
+
+    # "auto" picks the graphics card when there is one, else the CPU in float32
+    expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU · float32"
+    qtbot.waitUntil(lambda: fresh_window.status_device.text() != "", timeout=60000)
+    assert fresh_window.status_device.text().startswith(expected)
 
 
 def test_settings_dialog_saves(qtbot, fresh_window):
@@ -157,7 +161,7 @@ def test_settings_dialog_saves(qtbot, fresh_window):
     dialog.save()
     saved = Settings.load()
     assert saved["precision"] == "bfloat16" and saved["memory"] == "balanced"
-    assert fresh_window.build_request(1).memory == "balanced" and fresh_window.build_request(1).dtype == "bfloat16"
+    assert fresh_window.generation.build_request().memory == "balanced" and fresh_window.generation.build_request().dtype == "bfloat16"
 
 
 def test_a_converted_diffae_folder_can_be_added_for_attributes(qtbot, fresh_window, tmp_path):
@@ -165,9 +169,9 @@ def test_a_converted_diffae_folder_can_be_added_for_attributes(qtbot, fresh_wind
     from engines.testing import write_diffae
 
     folder = str(write_diffae(tmp_path / "diffae"))
-    dialog = ModelsDialog(fresh_window.settings, fresh_window.downloads, fresh_window)
+    dialog = ModelsDialog(fresh_window.settings, fresh_window.generation, fresh_window)
     qtbot.addWidget(dialog)
     assert dialog.add_local(folder)
     combo = dialog.task_combos["attributes"]
     combo.setCurrentIndex(combo.findData(folder))
-    assert fresh_window.model_for("attributes") == folder
+    assert fresh_window.generation.model_for("attributes") == folder

@@ -44,7 +44,7 @@ class Bot:
 paint_stroke(Bot(), win, [(100, 100), (200, 100)])
 m = win.document.mask
 print(win.devicePixelRatioF(), int(m[100, 150]), int(m[100, 90]), int(m[300, 150]), win.canvas.viewport().grab().toImage().width())
-win.runner.shutdown(); win.downloads.shutdown()
+win.shutdown()
 """
 
 

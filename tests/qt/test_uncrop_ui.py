@@ -56,8 +56,8 @@ def test_generate_grows_the_picture_in_one_undo_step(qtbot, uncrop_window, origi
     assert win.document.frame == (199, 0, 199, 0)  # 512 × 16/9 = 910 wide
     left, top, right, bottom = win.document.frame
     formats = []
-    win.runner.preview.connect(lambda *a: formats.append(win.panel.progress.format()))
-    with qtbot.waitSignal(win.runner.finished, timeout=120000):
+    win.generation.stepped.connect(lambda *a: formats.append(win.panel.progress.format()))
+    with qtbot.waitSignal(win.generation.finished, timeout=120000):
         qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
     qtbot.wait(10)
     assert any(f.startswith("Pass 2/") for f in formats)  # pass k/M and step n/N
@@ -77,8 +77,8 @@ def test_cancel_in_the_middle_of_the_passes_leaves_the_picture(qtbot, uncrop_win
     win = uncrop_window
     win.panel.param_widgets["right"].setValue(400)
     cancelled = []
-    win.runner.cancelled.connect(cancelled.append)
-    win.runner.preview.connect(lambda job, step, total, image, info: info.pass_index == 2 and qtbot.mouseClick(win.panel.cancel, Qt.LeftButton))
+    win.generation.cancelled.connect(cancelled.append)
+    win.generation.stepped.connect(lambda job, step: step.pass_index == 2 and qtbot.mouseClick(win.panel.cancel, Qt.LeftButton))
     qtbot.mouseClick(win.panel.generate, Qt.LeftButton)
     qtbot.waitUntil(lambda: bool(cancelled), timeout=120000)
     assert win.document.size == (512, 512) and np.array_equal(win.document.image, original)

@@ -2,13 +2,15 @@
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QPlainTextEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QComboBox
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QPlainTextEdit, QProgressBar, QPushButton, QSlider, QSpinBox
+
+from editor.canvas import CanvasView
 
 from tests.qt.conftest import paint_stroke, pixmap_array
 
 NAMES = {
-    "canvas": object, "task": QComboBox, "prompt": QPlainTextEdit, "negativePrompt": QPlainTextEdit, "guidanceScale": QSlider,
-    "strength": object, "steps": QSpinBox, "seed": QSpinBox, "generate": QPushButton, "cancel": QPushButton,
+    "canvas": CanvasView, "task": QComboBox, "prompt": QPlainTextEdit, "negativePrompt": QPlainTextEdit, "guidanceScale": QSlider,
+    "strength": QDoubleSpinBox, "steps": QSpinBox, "seed": QSpinBox, "generate": QPushButton, "cancel": QPushButton,
     "progress": QProgressBar, "brushSize": QSpinBox,
 }
 
@@ -23,7 +25,7 @@ def find(win, name):
 
 def test_the_contract_widgets_exist(window):
     for name, cls in NAMES.items():
-        assert isinstance(find(window, name), cls if cls is not object else type(find(window, name)))
+        assert isinstance(find(window, name), cls), name
 
 
 def test_paint_generate_watch_apply_undo(qtbot, window, original):
@@ -37,15 +39,14 @@ def test_paint_generate_watch_apply_undo(qtbot, window, original):
     find(window, "guidanceScale").setValue(17)  # 8.5
     assert window.panel.guidance_value.value() == 8.5
 
-    previews, preview_visible = [], []
-    window.runner.preview.connect(lambda job, step, total, image, info: previews.append((step, total)))
-    window.runner.preview.connect(lambda *a: preview_visible.append(window.canvas.preview_item.isVisible()))
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+    steps, preview_visible = [], []
+    window.generation.stepped.connect(lambda job, step: steps.append((step.step, step.total)))
+    window.generation.preview.connect(lambda *a: preview_visible.append(window.canvas.preview_item.isVisible()))
+    with qtbot.waitSignal(window.generation.finished, timeout=120000):
         qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
         assert not find(window, "generate").isEnabled() and find(window, "cancel").isEnabled()
-    qtbot.wait(10)  # let the queued preview slots run before looking at them
-    assert previews == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert all(preview_visible)
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the progress hears of every step
+    assert preview_visible and all(preview_visible)  # and the canvas shows the newest picture while it forms
     assert not window.canvas.preview_item.isVisible()  # the overlay goes once the result is in
 
     changed = doc.image[230, 260].astype(int) - original[230, 260]
@@ -69,9 +70,9 @@ def test_cancel_leaves_the_picture_unchanged(qtbot, window, original):
     paint_stroke(qtbot, window, [(100, 300), (200, 300)])
     window.panel.steps.setValue(50)
     cancelled, previews = [], []
-    window.runner.cancelled.connect(cancelled.append)
-    window.runner.preview.connect(lambda job, step, *a: previews.append(step))
-    window.runner.preview.connect(lambda job, step, *a: step == 2 and qtbot.mouseClick(find(window, "cancel"), Qt.LeftButton))
+    window.generation.cancelled.connect(cancelled.append)
+    window.generation.stepped.connect(lambda job, step: previews.append(step.step))
+    window.generation.stepped.connect(lambda job, step: step.step == 2 and qtbot.mouseClick(find(window, "cancel"), Qt.LeftButton))
     qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
     qtbot.waitUntil(lambda: bool(cancelled), timeout=60000)
     assert previews == [1, 2]  # nothing shown after the click
@@ -85,18 +86,19 @@ def test_cancel_leaves_the_picture_unchanged(qtbot, window, original):
 def test_generate_cannot_start_a_second_job(qtbot, window):
     paint_stroke(qtbot, window, [(100, 100), (150, 100)])
     started = []
-    window.runner.busyChanged.connect(lambda busy: busy and started.append(1))
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
-        window.generate()
-        window.generate()  # e.g. Ctrl+Enter pressed again while the first job runs
-        assert window.runner.submit(window.engines["inpaint"], window.build_request(999)) is False
+    window.generation.busyChanged.connect(lambda busy: busy and started.append(1))
+    with qtbot.waitSignal(window.generation.finished, timeout=120000):
+        window.generation.generate()
+        window.generation.generate()  # e.g. Ctrl+Enter pressed again while the first job runs
+        assert window.generation.generate() is False
+        assert len(window.generation.runner.jobs) == 1
     assert started == [1]
 
 
 def test_empty_mask_is_explained_not_run(qtbot, window):
     qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
     assert "mask is empty" in window.panel.message.text()
-    assert not window.runner.busy
+    assert not window.generation.busy
 
 
 def test_brush_size_keys_and_field(qtbot, window):
@@ -115,7 +117,7 @@ def test_brush_size_keys_and_field(qtbot, window):
 def test_eraser_removes_mask_as_its_own_undo_step(qtbot, window):
     doc = window.document
     paint_stroke(qtbot, window, [(100, 100), (300, 100)])
-    window.eraser_action.trigger()
+    window.menu_actions.eraser.trigger()
     paint_stroke(qtbot, window, [(200, 80), (200, 120)])
     assert doc.mask[100, 120] == 255 and doc.mask[100, 200] == 0
     assert doc.undo_stack.count() == 2
@@ -126,7 +128,7 @@ def test_eraser_removes_mask_as_its_own_undo_step(qtbot, window):
 def test_opening_a_broken_file_keeps_the_document(qtbot, window, tmp_path, original):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    assert window.open_path(bad) is False
+    assert window.files.open_path(bad) is False
     assert "broken.png could not be read" in window.panel.message.text()
     assert np.array_equal(window.document.image, original)
 
@@ -143,12 +145,12 @@ def test_zoom_fit_and_actual_size(qtbot, window):
 def test_result_is_shown_without_the_mask_tint_until_the_next_stroke(qtbot, window):
     paint_stroke(qtbot, window, [(100, 100), (150, 100)])
     assert window.canvas.mask_item.isVisible()
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
-        window.generate()
-    assert not window.canvas.mask_item.isVisible() and not window.show_mask_action.isChecked()
+    with qtbot.waitSignal(window.generation.finished, timeout=120000):
+        window.generation.generate()
+    assert not window.canvas.mask_item.isVisible() and not window.menu_actions.show_mask.isChecked()
     assert window.document.mask.max() == 255  # hidden, not cleared: Generate again reuses it
     paint_stroke(qtbot, window, [(300, 300), (310, 300)])
-    assert window.canvas.mask_item.isVisible() and window.show_mask_action.isChecked()
+    assert window.canvas.mask_item.isVisible() and window.menu_actions.show_mask.isChecked()
 
 
 def test_save_never_overwrites_the_opened_file_without_asking(qtbot, window, monkeypatch, tmp_path):
@@ -160,11 +162,11 @@ def test_save_never_overwrites_the_opened_file_without_asking(qtbot, window, mon
     target = tmp_path / "edited.jpg"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (asked.append(a[2]) or str(target), ""))
     paint_stroke(qtbot, window, [(100, 100), (150, 100)])
-    assert window.save() is True
+    assert window.files.save() is True
     assert asked == [str(opened)]  # Save on an opened photo goes through the Save As dialog
     assert opened.read_bytes() == before and target.is_file()
     assert not window.document.modified and window.document.path == target
-    assert window.save() is True and len(asked) == 1  # now Save writes to the chosen file directly
+    assert window.files.save() is True and len(asked) == 1  # now Save writes to the chosen file directly
 
 
 def test_wheel_zooms_and_middle_drag_pans(qtbot, window):
@@ -209,7 +211,7 @@ def test_open_dialog_opens_the_chosen_picture(qtbot, window, monkeypatch, tmp_pa
 
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "red.png"), ""))
-    window.open_dialog()
+    window.files.open_dialog()
     assert window.document.size == (40, 30)
 
 
@@ -222,7 +224,7 @@ def test_the_panel_shows_and_edits_the_document(qtbot, window):
                                         "params": {"inpaint": {"grow": 11}}, "seed": "not a number"})
     assert window.panel.prompt.toPlainText() == "from the file" and window.panel.steps.value() == 7
     assert window.panel.param_widgets["grow"].value() == 11 and abs(window.panel.strength.value() - 0.7) < 1e-9
-    request = window.build_request(1)
+    request = window.generation.build_request()
     assert (request.prompt, request.steps, request.strength, request.params["grow"]) == ("from the file", 7, 0.7, 11)
     window.panel.task.setCurrentIndex(window.panel.task.findData("edit"))
     qtbot.waitUntil(lambda: window.panel.spec.id == "edit", timeout=60000)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engines import catalog
+from engines import catalog, sources
 from engines.api import CancelToken, Cancelled, ModelUnavailable
 
 REPO = "tiny/inpaint"
@@ -21,15 +21,15 @@ def fetch(hub, **kw):
 
 
 def test_presets_cover_every_task_and_name_size_and_licence():
-    presets = catalog.presets()
+    presets = sources.presets()
     ids = {p.id for p in presets}
     assert {"sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "sd15", "instruct-pix2pix", "taesd", "taesdxl",
             "controlnet-brightness", "diffae-ffhq256"} <= ids
     for p in presets:
         assert p.licence and p.description and p.download_bytes > 0
         assert p.hub_id or p.manual  # where there is no hub copy, the preset says how to get it
-    assert catalog.default_preset("inpaint").hub_id == "stable-diffusion-v1-5/stable-diffusion-inpainting"
-    assert catalog.preset("timbrooks/instruct-pix2pix").id == "instruct-pix2pix"
+    assert sources.default_preset("inpaint").hub_id == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    assert sources.preset("timbrooks/instruct-pix2pix").id == "instruct-pix2pix"
 
 
 def test_only_safetensors_and_half_precision_when_offered():

@@ -4,7 +4,7 @@ import torch
 
 from engines.diffae.model import FFHQ256, DiffAE, DiffAEConfig
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "diffae_ffhq256_ema_keys.txt"
+SPEC = Path(__file__).resolve().parents[1] / "data" / "diffae_ffhq256_ema_keys.txt"  # the official checkpoint's EMA keys and shapes
 TINY = DiffAEConfig(image_size=32, channels=32, channel_mult=(1, 2), encoder_channel_mult=(1, 2), num_res_blocks=1,
                     attention_resolutions=(16,), embed_channels=64, style_channels=16, groups=8)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines import api, imaging, registry, testing
+from engines import imaging, registry, services, testing
 from engines.api import CancelToken, InputError, Request, Task
 from engines.diffae import directions, sampling
 from engines.diffae.engine import ATTRIBUTES
@@ -66,7 +66,7 @@ def test_a_fitted_slider_is_saved_in_the_data_folder_and_moves_the_face_like_a_b
     seen = []
     path = engine.fit_slider("Moustache", has, lacks, CancelToken(), lambda done, total: seen.append((done, total)))
     assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
-    assert path.parent == api.user_data_folder() / "directions" and api.own_sliders() == ("Moustache",)
+    assert path.parent == services.user_data_folder() / "directions" and services.own_sliders() == ("Moustache",)
 
     # Rendering with the slider equals moving z_sem along the saved direction by hand.
     result = engine.run(face_request(photo, diffae_folder, attributes="Moustache=0.4"), lambda s: None, CancelToken())
@@ -80,7 +80,7 @@ def test_a_fitted_slider_is_saved_in_the_data_folder_and_moves_the_face_like_a_b
     by_hand = sampling.to_image(sampling.decode(model, x_t, moved, 6))
     assert np.array_equal(result.image, imaging.resize(by_hand, (photo.shape[1], photo.shape[0])))
 
-    api.delete_own_slider("Moustache")
+    services.delete_own_slider("Moustache")
     with pytest.raises(InputError, match="Unknown attribute"):
         engine.check(face_request(photo, diffae_folder, attributes="Moustache=0.4"))
 

@@ -1,17 +1,17 @@
 import pytest
 import torch
 
-from engines import models
+from engines import models, sources
 from engines.api import InputError, ModelUnavailable
 
 
 def test_resolve_source_kinds(tmp_path, model_dir):
-    assert models.resolve_source(str(model_dir("inpaint"))).kind == "folder"
-    assert models.resolve_source("stable-diffusion-v1-5/stable-diffusion-inpainting") == models.ModelSource(
+    assert sources.resolve_source(str(model_dir("inpaint"))).kind == "folder"
+    assert sources.resolve_source("stable-diffusion-v1-5/stable-diffusion-inpainting") == sources.ModelSource(
         "hub", "stable-diffusion-v1-5/stable-diffusion-inpainting"
     )
     (tmp_path / "weights.safetensors").write_bytes(b"")
-    assert models.resolve_source(str(tmp_path / "weights.safetensors")).kind == "file"
+    assert sources.resolve_source(str(tmp_path / "weights.safetensors")).kind == "file"
 
 
 def test_bad_sources_are_refused_with_a_reason(tmp_path):
@@ -26,7 +26,7 @@ def test_bad_sources_are_refused_with_a_reason(tmp_path):
     }
     for source, words in cases.items():
         with pytest.raises(ModelUnavailable, match=words):
-            models.resolve_source(source)
+            sources.resolve_source(source)
 
 
 def test_offline_hub_model_names_the_id_and_the_way_out(monkeypatch):
@@ -45,7 +45,7 @@ def test_loading_a_local_folder_detects_family_and_unet(model_dir):
 
 def test_entry_count_limit():
     cache = models.PipelineCache(max_entries=2)
-    entry = lambda name: models.LoadedPipeline(name, "sd", 512, 9, models.ModelSource("folder", name))
+    entry = lambda name: models.LoadedPipeline(name, "sd", 512, 9, sources.ModelSource("folder", name))
     for key in ("a", "b"):
         cache.put(key, entry(key))
     assert cache.get("a").pipe == "a"  # a is now the most recent
@@ -80,12 +80,12 @@ def test_pickle_files_need_an_explicit_opt_in(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.out.2.weight": torch.zeros(1)}}, ckpt)
     with pytest.raises(ModelUnavailable, match="allow this one file"):
-        models.resolve_source(str(ckpt))
-    assert models.resolve_source(str(ckpt), allow_pickle=(str(ckpt),)).kind == "file"
+        sources.resolve_source(str(ckpt))
+    assert sources.resolve_source(str(ckpt), allow_pickle=(str(ckpt),)).kind == "file"
     other = tmp_path / "other.ckpt"
     other.write_bytes(ckpt.read_bytes())
     with pytest.raises(ModelUnavailable):
-        models.resolve_source(str(other), allow_pickle=(str(ckpt),))  # the opt-in is per file
+        sources.resolve_source(str(other), allow_pickle=(str(ckpt),))  # the opt-in is per file
 
 
 def test_allowed_pickles_are_still_read_with_weights_only(tmp_path):
@@ -102,7 +102,7 @@ def test_allowed_pickles_are_still_read_with_weights_only(tmp_path):
 
 
 def test_preset_ids_name_their_hub_model():
-    assert models.resolve_source("sdxl-inpaint") == models.ModelSource("hub", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1")
+    assert sources.resolve_source("sdxl-inpaint") == sources.ModelSource("hub", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1")
 
 
 def test_memory_mode_policy():
@@ -141,11 +141,11 @@ def test_tasks_on_one_base_model_share_its_weights(model_dir):
 
 def test_cache_evicts_least_recently_used_over_its_byte_budget(model_dir):
     cache = models.PipelineCache(max_entries=10)
-    a = models._load_fresh("inpaint", models.resolve_source(str(model_dir("inpaint"))), torch.float32)
-    b = models._load_fresh("inpaint", models.resolve_source(str(model_dir("img2img"))), torch.float32)
-    c = models._load_fresh("inpaint", models.resolve_source(str(model_dir("sdxl"))), torch.float32)
+    a = models._load_fresh("inpaint", sources.resolve_source(str(model_dir("inpaint"))), torch.float32)
+    b = models._load_fresh("inpaint", sources.resolve_source(str(model_dir("img2img"))), torch.float32)
+    c = models._load_fresh("inpaint", sources.resolve_source(str(model_dir("sdxl"))), torch.float32)
     size = {name: sum(models.module_bytes(p).values()) for name, p in (("a", a), ("b", b), ("c", c))}
-    entry = lambda p: models.LoadedPipeline(p, "sd", 256, 9, models.ModelSource("folder", "x"))
+    entry = lambda p: models.LoadedPipeline(p, "sd", 256, 9, sources.ModelSource("folder", "x"))
     budget = size["a"] + size["b"] + size["c"] // 2
     assert cache.put(("a",), entry(a), budget) == []
     assert cache.put(("b",), entry(b), budget) == []
@@ -160,11 +160,11 @@ def test_single_file_checkpoint_loads_with_the_presets_configuration(hub, model_
     taken from the installed preset it matches (SD 1.5 inpainting, served here by the local hub)."""
     from engines import catalog, testing
 
-    preset = catalog.preset("sd15-inpaint")
+    preset = sources.preset("sd15-inpaint")
     hub.add_folder(preset.hub_id, model_dir("inpaint"))
     catalog.download(preset.hub_id, preset.components, endpoint=hub.url)
     checkpoint = testing.write_single_file(model_dir("inpaint"), tmp_path / "my-inpaint.safetensors")
-    assert models.resolve_source(str(checkpoint)).kind == "file"
+    assert sources.resolve_source(str(checkpoint)).kind == "file"
 
     from_file = models.load_pipeline("inpaint", str(checkpoint), torch.device("cpu"), torch.float32)
     from_folder = models.load_pipeline("inpaint", str(model_dir("inpaint")), torch.device("cpu"), torch.float32)

@@ -13,17 +13,17 @@ from editor.qtimage import to_qimage
 THUMB = 120
 
 
-class CandidateStrip(QWidget):
+class VersionStrip(QWidget):
     chosen = Signal(int)  # shown on the canvas
     accepted = Signal(int)
     discarded = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setObjectName("candidates")
+        self.setObjectName("versionStrip")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        self.thumbs = QListWidget(objectName="candidateThumbs")
+        self.thumbs = QListWidget(objectName="versionThumbs")
         self.thumbs.setViewMode(QListWidget.IconMode)
         self.thumbs.setFlow(QListWidget.LeftToRight)
         self.thumbs.setWrapping(False)
@@ -35,9 +35,9 @@ class CandidateStrip(QWidget):
         layout.addWidget(self.thumbs, 1)
         column = QVBoxLayout()
         self.label = QLabel()
-        self.accept_button = QPushButton("Accept", objectName="acceptCandidate", clicked=self.accept_current)
+        self.accept_button = QPushButton("Accept", objectName="acceptVersion", clicked=self.accept_current)
         self.accept_button.setToolTip("Keep the version shown (Enter)")
-        self.discard_button = QPushButton("Discard all", objectName="discardCandidates", clicked=self.discard)
+        self.discard_button = QPushButton("Discard all", objectName="discardVersions", clicked=self.discard)
         column.addWidget(self.label)
         column.addWidget(self.accept_button)
         column.addWidget(self.discard_button)

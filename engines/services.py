@@ -1,0 +1,184 @@
+"""What the editor and the command line need from the engines beyond the contract in `engines.api`.
+
+Picture and mask files, the model presets and where each model is, downloads, the person's own
+attribute sliders and their data folder, the device line for the status bar, and the tiny demo
+models. The editor may import `engines.api`, `engines.registry` and this module, nothing else of
+`engines` (pyproject.toml's import contracts hold that).
+
+The editor calls most of these on the GUI thread before any engine is loaded, so importing this
+module and calling them imports no torch, diffusers or transformers (tests/unit/test_boundaries.py
+checks it). Only `device_summary`, `demo_model` and `download_model` may, and they import what they
+need when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines import catalog, folders, imaging, sources
+from engines.api import CancelToken, InputError, ModelStatus
+from engines.diffae import directions
+
+# ---- files: the editor reads and writes pictures through these, not through engine internals ---
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 from any picture file; raises InputError with a plain reason."""
+    return imaging.load_image(path)
+
+
+def picture_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the file's header without decoding it; None when it is not a readable picture."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def load_picture(path: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`."""
+    return imaging.load_picture(path, max_pixels)
+
+
+def load_mask(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A mask file (white = repaint) that must match `size` = (width, height)."""
+    return imaging.load_mask(path, size)
+
+
+def save_mask(path: str, mask: np.ndarray) -> None:
+    """A mask as a greyscale PNG (white = repaint), written atomically."""
+    imaging.save_image(path, mask)
+
+
+def save_image(path: str, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """PNG, JPEG or WebP by the file's ending, written atomically; `alpha` is kept where the format can."""
+    imaging.save_image(path, image, alpha=alpha)
+
+
+def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """The mask grown by `pixels` (shrunk when negative), 0/255."""
+    return imaging.grow_mask(mask, pixels)
+
+
+def embed(layer: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fill: int) -> np.ndarray:
+    """`layer` at `offset` = (left, top) in a new (height, width) array filled with `fill` elsewhere (uncrop)."""
+    return imaging.embed(layer, size, offset, fill)
+
+
+def fill_mask_region(mask: np.ndarray, x: int, y: int, value: int) -> np.ndarray:
+    """The mask with the connected area around (x, y) set to `value` (a bucket fill)."""
+    return imaging.fill_region(mask, x, y, value)
+
+
+# ---- models: what the editor may know and do about them ------------------------------------------
+
+
+def model_presets() -> list[sources.Preset]:
+    """The presets of resources/models.json."""
+    return sources.presets()
+
+
+def default_model(task: str) -> str:
+    """The preset id used for `task` when the person chose nothing."""
+    return sources.default_preset(task).id
+
+
+def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
+    """Where a model is and whether it is ready to load. Raises ModelUnavailable for bad paths."""
+    folder = Path(name).expanduser()
+    if (folder / "autoencoder.safetensors").is_file():  # a DiffAE folder made with convert-diffae
+        return ModelStatus(name, "folder", str(folder), True, str(folder), catalog.disk_bytes(folder), folder.name)
+    source = sources.resolve_source(name, allow_pickle)
+    preset = next((p for p in sources.presets() if source.location in (p.hub_id, p.id)), None)
+    if source.kind == "hub":
+        path = catalog.installed_path(source.location)
+        return ModelStatus(name, "hub", source.location, path is not None, str(path) if path else None, catalog.disk_bytes(path),
+                           preset.title if preset else source.location, preset.licence if preset else "",
+                           preset.download_bytes if preset else 0, preset.components if preset else ())
+    path = Path(source.location)
+    return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
+
+
+def download_model(hub_id: str, components: tuple[str, ...], on_progress, cancel: CancelToken, endpoint: str | None = None) -> str:
+    """Download a hub model with byte progress; Cancelled leaves a partial file that the next call resumes."""
+    return str(catalog.download(hub_id, components, on_progress, cancel, endpoint or None))
+
+
+def delete_model(hub_id: str) -> int:
+    return catalog.delete(hub_id)
+
+
+def is_offline() -> bool:
+    return sources.offline()
+
+
+def device_summary(device: str | None = None, dtype: str | None = None) -> str:
+    """One line for the status bar: the device, its precision and, on a GPU, the memory in use. Imports torch."""
+    from engines import models
+
+    try:
+        dev = models.pick_device(device)
+        precision = str(models.pick_dtype(dev, dtype)).replace("torch.", "")
+    except InputError as exc:
+        return str(exc)
+    if dev.type == "cuda":
+        import torch
+
+        used = torch.cuda.memory_allocated(dev) / 1024**3
+        total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
+        return f"{torch.cuda.get_device_name(dev)} · {precision} · {used:.1f}/{total:.0f} GB"
+    return f"{dev.type.upper()} · {precision}"
+
+
+# ---- demo mode: tiny random-weight models, built on first use ------------------------------------
+
+
+def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
+    """The folder of a tiny random-weight model for `task` (and, for edits, the chosen method), in
+    the user cache folder; written on first use (which imports torch). Everything runs for real; the
+    pictures are noise."""
+    import shutil
+
+    import platformdirs
+
+    kind = {"inpaint": "inpaint", "uncrop": "inpaint", "colorize": "img2img"}.get(task)
+    if task == "edit":
+        kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
+    if task == "attributes":
+        kind = "diffae"
+    if kind is None:
+        raise InputError(f"There is no demo model for {task} yet.")
+    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
+    if not ((folder / "model_index.json").is_file() or (folder / "autoencoder.safetensors").is_file()):
+        from engines.testing import write_diffae, write_model
+
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_diffae(partial) if kind == "diffae" else write_model(partial, kind)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return str(folder)
+
+
+# ---- the person's own data ---------------------------------------------------------------------
+
+
+def user_data_folder() -> Path:
+    """Sandcastle's folder in the platform's user data location (own sliders, autosave)."""
+    return folders.user_data_folder()
+
+
+def own_sliders(folder: str = "") -> tuple[str, ...]:
+    """The names of the person's own attribute sliders (empty `folder`: the data folder's), read from the
+    files' headers."""
+    return directions.slider_names(folders.own_sliders_folder({"directions_folder": folder}))
+
+
+def delete_own_slider(name: str, folder: str = "") -> None:
+    directions.delete_direction(folders.own_sliders_folder({"directions_folder": folder}), name)
