@@ -165,11 +165,15 @@ def run_headless(argv: list[str]) -> int:
             previews.mkdir(parents=True, exist_ok=True)
 
         def on_step(step) -> None:
+            if step.stage:
+                say(step.stage)
+                return
             stage = f"pass {step.pass_index}/{step.passes} " if step.passes > 1 else ""
             say(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s")
-            if previews is not None and step.image is not None:
+            picture = step.picture() if previews is not None else None  # made here: the CLI writes every step anyway
+            if picture is not None:
                 name = f"pass-{step.pass_index:02d}-step-{step.step:03d}.png" if step.passes > 1 else f"step-{step.step:03d}.png"
-                imaging.save_image(previews / name, step.image)
+                imaging.save_image(previews / name, picture)
 
         from engines.api import CancelToken
 

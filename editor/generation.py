@@ -22,12 +22,13 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from editor import handover
 from editor.document import Document
 from editor.jobs import Job, JobContext, JobKind, JobRunner
 from editor.qtimage import to_qimage
 from editor.settings import Settings
 from engines import registry
-from engines.api import Engine, ModelStatus, Request, Result, SandcastleError, StepPreview, Task, default_model_for
+from engines.api import Engine, ModelStatus, Request, Result, SandcastleError, StepCallback, StepPreview, Task, default_model_for
 from engines.services import default_model, demo_model, device_summary, download_model, is_offline, model_status
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ class Version:
 
     result: Result
     seed: int
+
+
+def step_handler(context: JobContext) -> StepCallback:
+    """The step callback an engine gets from the app (editor.handover.step_handler): on the denoising
+    thread it only hands over, to the progress (every step) and to the preview thread (the newest)."""
+    return handover.step_handler(context.notify, context.hand_over)
+
+
+def preview_image(step: StepPreview) -> tuple[QImage, StepPreview] | None:
+    """On the engines' preview thread: the step's picture made (latents to RGB, scaled, blended) and
+    turned into a QImage, with the step's other facts; None for a step without a picture."""
+    picture = step.picture()
+    return None if picture is None else (to_qimage(picture), replace(step, image=None, render=None))
 
 
 class GenerationController(QObject):
@@ -75,7 +89,7 @@ class GenerationController(QObject):
         self.engines: dict[str, Engine] = {}
         self.versions: list[Version] = []
         self.ask_download: Callable[[ModelStatus], bool] = lambda status: False  # the window asks the person
-        self.runner = JobRunner("engines", self)  # the device's thread: engines and their models live there
+        self.runner = JobRunner("engines", self, prepare=preview_image)  # the device's thread: engines and their models live there
         self.downloads = JobRunner("downloads", self)
         self._versions_made_for = -1  # the document version the versions (and the running job) were made for
         self._batch_seeds: list[int] = []  # seeds of the versions still to make in this batch
@@ -225,12 +239,7 @@ class GenerationController(QObject):
 
     def _submit(self, engine: Engine, request: Request, seed: int, count: int) -> None:
         def work(context: JobContext) -> Result:
-            def on_step(step: StepPreview) -> None:
-                context.notify(replace(step, image=None, job_id=context.job_id))
-                if step.image is not None:
-                    context.hand_over(step)
-
-            return engine.run(replace(request, seed=seed, job_id=context.job_id), on_step, context.token)
+            return engine.run(replace(request, seed=seed, job_id=context.job_id), step_handler(context), context.token)
 
         label = f"{request.task.value.capitalize()}: {request.prompt[:40]}" if request.prompt else request.task.value.capitalize()
         self.runner.submit(JobKind.GENERATE, work, seed=seed, versions=count, label=label)
@@ -253,8 +262,8 @@ class GenerationController(QObject):
     def _on_step(self, job_id: int, step: StepPreview) -> None:
         self.stepped.emit(job_id, step)
 
-    def _on_preview(self, job_id: int, step: StepPreview) -> None:
-        self.preview.emit(job_id, to_qimage(step.image), replace(step, image=None))
+    def _on_preview(self, job_id: int, prepared: tuple[QImage, StepPreview]) -> None:
+        self.preview.emit(job_id, *prepared)
 
     def _on_finished(self, job: Job, result: Any) -> None:
         if job.kind == JobKind.LOAD_ENGINE:

@@ -8,9 +8,12 @@ never more than one engine job at a time).
 A job is a record: an id (unique across runners), a kind, the work and a cancel token. The work
 runs as `work(context)` on the worker thread and talks back only through its `JobContext`:
 - `notify(payload)`: small news that must all arrive (a step's number), a queued signal each;
-- `hand_over(payload)`: the newest of something big (a preview picture, download progress). Only the
-  newest waits for the GUI thread: a newer one replaces it, so when the canvas cannot keep up,
-  older previews are dropped, never queued. This costs the worker a lock and, at most, one signal.
+- `hand_over(payload)`: the newest of something big (a preview, download progress). Only the newest
+  waits: a newer one replaces it, so when the canvas cannot keep up, older previews are dropped,
+  never queued. A runner made with `prepare` (the engines' one) has a hand-over thread
+  (editor.handover.HandOverThread) that passes the notices on and turns each handed-over payload
+  into what the GUI shows (a step's picture: latents to RGB, scaled, blended, made a QImage), so the
+  denoising thread only appends to a list and wakes that thread: no Qt call, no picture work.
 Every signal carries the job id (those that end a job carry the Job record itself); the GUI side drops what belongs to a job that is no longer waited
 for (finished, failed, cancelled) or whose token is set. Cancelling sets the job's token; the
 work stops at its next check. The thread is never terminated: `shutdown` cancels and waits.
@@ -21,13 +24,13 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from editor.handover import HandOverThread, Newest
 from engines.api import CancelToken, Cancelled, SandcastleError
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,10 @@ class JobContext:
         self.job_id, self.token, self._worker = job.id, job.token, worker
 
     def notify(self, payload: Any) -> None:
-        self._worker.noticed.emit(self.job_id, payload)
+        self._worker.notify(self.job_id, payload)
 
     def hand_over(self, payload: Any) -> None:
-        self._worker.hand_over(self.job_id, payload)
+        self._worker.hand_over(self.job_id, self.token, payload)
 
 
 class _Worker(QObject):
@@ -72,28 +75,42 @@ class _Worker(QObject):
     failed = Signal(int, str)
     cancelled = Signal(int)
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, prepare: Callable[[Any], Any] | None) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._newest: tuple[int, Any] | None = None
+        self.newest = Newest()  # what the GUI thread takes next
+        self.carrier = HandOverThread(name, prepare, self._deliver, self.noticed.emit) if prepare is not None else None
 
-    def hand_over(self, job_id: int, payload: Any) -> None:
-        with self._lock:
-            waiting = self._newest is not None
-            self._newest = (job_id, payload)
-        if not waiting:  # the GUI thread has taken the last one: wake it once
+    def notify(self, job_id: int, payload: Any) -> None:
+        if self.carrier is not None:
+            self.carrier.notify(job_id, payload)
+        else:
+            self.noticed.emit(job_id, payload)
+
+    def hand_over(self, job_id: int, token: CancelToken, payload: Any) -> None:
+        if self.carrier is not None:
+            self.carrier.hand_over(job_id, token, payload)
+        else:
+            self._deliver(job_id, payload)
+
+    def _deliver(self, job_id: int, payload: Any) -> None:
+        if self.newest.put((job_id, payload)):  # the GUI thread has taken the last one: wake it once
             self.handedOver.emit()
 
-    def take_newest(self) -> tuple[int, Any] | None:
-        with self._lock:
-            newest, self._newest = self._newest, None
-        return newest
+    def _flush(self) -> None:
+        """The job's notices reach the GUI thread before its end does."""
+        if self.carrier is not None:
+            self.carrier.flush(5.0)
+
+    def stop_hand_over(self, timeout_s: float) -> None:
+        if self.carrier is not None:
+            self.carrier.stop(timeout_s)
 
     @Slot(object)
     def run(self, job: Job) -> None:
         try:
             job.token.raise_if_cancelled()  # cancelled while it waited its turn
             result = job.work(JobContext(job, self))
+            self._flush()
         except Cancelled:
             self.cancelled.emit(job.id)
         except SandcastleError as exc:
@@ -119,18 +136,21 @@ class JobRunner(QObject):
     jobsChanged = Signal()  # a job was submitted or ended
     _start = Signal(object)
 
-    def __init__(self, name: str, parent: QObject | None = None) -> None:
+    def __init__(self, name: str, parent: QObject | None = None, prepare: Callable[[Any], Any] | None = None) -> None:
+        """`prepare`, when given, turns each handed-over payload into what `newest` carries, on a preview thread."""
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName(f"sandcastle-{name}")
-        self._worker = _Worker()
+        self._worker = _Worker(name, prepare)
         self._worker.moveToThread(self._thread)
         self._start.connect(self._worker.run)
         self._worker.noticed.connect(self._on_notice)
         self._worker.handedOver.connect(self._on_handed_over)
-        self._worker.finished.connect(lambda job_id, result: self._end(job_id, self.finished, result))
-        self._worker.failed.connect(lambda job_id, message: self._end(job_id, self.failed, message))
-        self._worker.cancelled.connect(lambda job_id: self._end(job_id, self.cancelled))
+        # Bound methods, not lambdas: a slot of this object runs on the GUI thread (queued), a lambda
+        # would run on the worker thread that emits.
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.cancelled.connect(self._on_cancelled)
         self._jobs: dict[int, Job] = {}  # submitted and not yet ended, in order
         self._thread.start()
 
@@ -163,6 +183,7 @@ class JobRunner(QObject):
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel every job and stop the thread; True when it ended within the time-out."""
         self.cancel()
+        self._worker.stop_hand_over(timeout_ms / 1000)
         self._thread.quit()
         return self._thread.wait(timeout_ms)
 
@@ -177,9 +198,18 @@ class JobRunner(QObject):
             self.notice.emit(job_id, payload)
 
     def _on_handed_over(self) -> None:
-        newest = self._worker.take_newest()
+        newest = self._worker.newest.take()
         if newest is not None and self._live(newest[0]):
             self.newest.emit(*newest)
+
+    def _on_finished(self, job_id: int, result: Any) -> None:
+        self._end(job_id, self.finished, result)
+
+    def _on_failed(self, job_id: int, message: str) -> None:
+        self._end(job_id, self.failed, message)
+
+    def _on_cancelled(self, job_id: int) -> None:
+        self._end(job_id, self.cancelled)
 
     def _end(self, job_id: int, signal: Any, *payload: Any) -> None:
         job = self._jobs.pop(job_id, None)

@@ -307,6 +307,11 @@ class GeneratePanel(QWidget):
         stage = f"Pass {pass_index}/{passes} · " if passes > 1 else ""
         self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step")
 
+    def show_stage(self, text: str) -> None:
+        """What takes time before the first step (compiling the model), with a busy bar."""
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(text)
+
     def show_done(self, text: str) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if text.startswith("Done") else 0)

@@ -44,7 +44,8 @@ class SettingsDialog(QDialog):
         form.addRow("Autosave every", self.autosave)
         self.compile = QCheckBox("Compile the model (torch.compile)", objectName="setting_compile_unet")
         self.compile.setChecked(bool(settings["compile_unet"]))
-        self.compile.setToolTip("Faster denoising steps on a graphics card; the first generation after loading a model takes a minute or more.")
+        self.compile.setToolTip("Faster denoising steps on a graphics card. The first generation at each picture shape compiles the model (a minute or "
+                                "more; the progress bar says so); the result is kept in the cache folder for the next start.")
         form.addRow("Speed", self.compile)
         note = QLabel("Changes apply to the next generation (the autosave interval from the next start).")
         form.addRow(note)

@@ -137,7 +137,7 @@ class Request:
     device: str | None = None  # "cuda", "mps", "cpu"; None = pick the best available
     dtype: str | None = None  # "float16", "bfloat16", "float32"; None = the device's usual choice
     memory: str | None = None  # low-memory mode "off", "balanced", "lowest"; None = chosen from free memory
-    compile: bool = False  # torch.compile the UNet (dynamic shapes, so new crop sizes do not recompile; the first run compiles)
+    compile: bool = False  # torch.compile the UNet (static shapes: the working size snaps to a few buckets, each compiled on its first run)
     allow_pickle: tuple[str, ...] = ()  # pickle-based model files the person explicitly allowed
     params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
     hints: np.ndarray | None = None  # colorize: RGBA colour hints painted by the person (alpha = where)
@@ -146,7 +146,12 @@ class Request:
 
 @dataclass(frozen=True)
 class StepPreview:
-    """What the engine shows after each denoising step. `image` covers `box` = (x, y, w, h) of the document."""
+    """What the engine shows after each denoising step; its picture covers `box` = (x, y, w, h) of the result.
+
+    The step callback runs on the denoising thread, which must do nothing per step beyond the model: so an
+    engine hands over the preview-sized tensor inside `render` and makes no picture there. Whoever shows
+    the step calls `picture()` (or `render()`) on a thread of its own, where the scaling, blending and
+    colour conversion happen; `image` is for a picture that already exists."""
 
     job_id: int
     step: int  # 1-based
@@ -157,6 +162,14 @@ class StepPreview:
     pass_index: int = 1  # engines that generate in several passes (uncrop tiles) count them here
     passes: int = 1
     offset: tuple[int, int] = (0, 0)  # where the input's top-left corner lies in the result (uncrop)
+    render: Callable[[], np.ndarray] | None = None  # makes the RGB uint8 picture of this step, off the denoising thread
+    stage: str = ""  # before step 1: what takes time first (compiling), shown instead of the step count
+
+    def picture(self) -> np.ndarray | None:
+        """The step's picture: `image`, else made now by `render`; None for steps without one."""
+        if self.image is not None:
+            return self.image
+        return self.render() if self.render is not None else None
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, StepPreview, Task, check_common
-from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
+from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["img2img"]
 
@@ -73,19 +74,22 @@ class ColorizeEngine:
             hint_ab, hint_strength = imaging.spread_hints(imaging.crop(request.hints, box), p["hint_spread"])
             model_input = imaging.with_lightness(l_full, hint_ab * hint_strength[..., None])
 
-        # 3. Colour from the model; the previews already carry the original lightness.
+        # 3. Colour from the model; the previews already carry the original lightness. The conversion
+        # happens when the preview is rendered, off the denoising thread; the callback only wraps it.
+        def coloured_preview(render) -> np.ndarray:
+            picture = render()
+            h, w = picture.shape[:2]
+            l_small = imaging.resize(l_full.astype(np.float32), (w, h))
+            return imaging.with_lightness(l_small, imaging.rgb_to_lab(picture)[..., 1:] * p["saturation"])
+
         def show(step: StepPreview) -> None:
-            if step.image is not None:
-                h, w = step.image.shape[:2]
-                l_small = imaging.resize(l_full.astype(np.float32), (w, h))
-                ab = imaging.rgb_to_lab(step.image)[..., 1:] * p["saturation"]
-                step = replace(step, image=imaging.with_lightness(l_small, ab))
-            on_step(step)
+            on_step(step if step.render is None else replace(step, render=partial(coloured_preview, step.render)))
 
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
         crop = Crop(model_image=model_input, model_mask=None, shown_under=grey, alpha=np.ones(grey.shape[:2], np.float32), box=box)
+        timings = Timings()
         generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=show, cancel=cancel,
-                                        extra={"strength": request.strength})
+                                        extra={"strength": request.strength}, timings=timings)
 
         # 4. Colour joined with the original lightness.
         ab = imaging.rgb_to_lab(generated)[..., 1:]
@@ -93,6 +97,7 @@ class ColorizeEngine:
             ab = ab * (1 - hint_strength[..., None]) + hint_ab * hint_strength[..., None]
         coloured = imaging.with_lightness(l_full, ab * p["saturation"])
         result = imaging.paste_back(image, coloured, box, alpha) if masked else coloured
-        return Result(image=result, box=box, seconds=time.perf_counter() - started,
-                      info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "masked": masked, "hints": hint_ab is not None,
+        seconds = time.perf_counter() - started
+        return Result(image=result, box=box, seconds=seconds,
+                      info={"timings": timings.report(seconds), "warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "masked": masked, "hints": hint_ab is not None,
                             "device": str(device), "dtype": str(dtype).replace("torch.", "")})

@@ -19,7 +19,7 @@ import time
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
+from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
 
 MODELS = {method: DEFAULT_MODELS[method] for method in ("instruct", "img2img")}  # the method is the pipeline's purpose
 GUIDANCE = (1.0, 20.0)
@@ -72,17 +72,19 @@ class EditEngine:
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
+        timings = Timings()
         generated, size = generate_crop(loaded=loaded, request=request, params=p,
                                         crop=Crop(model_image=crop, model_mask=None, shown_under=crop, alpha=alpha, box=box),
-                                        previewer=previewer, on_step=on_step, cancel=cancel, extra=extra)
+                                        previewer=previewer, on_step=on_step, cancel=cancel, extra=extra, timings=timings)
         if masked:
             if p["color_match"]:
                 generated = imaging.match_colors(generated, crop, measure=alpha == 0, apply=alpha > 0)
             generated = imaging.paste_back(image, generated, box, alpha)
+        seconds = time.perf_counter() - started
         return Result(
             image=generated,
             box=box,
-            seconds=time.perf_counter() - started,
-            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
+            seconds=seconds,
+            info={"timings": timings.report(seconds), "warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "method": purpose, "size": size, "masked": masked, "device": str(device),
                   "dtype": str(dtype).replace("torch.", "")},
         )

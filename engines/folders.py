@@ -1,4 +1,4 @@
-"""Where Sandcastle keeps the person's own data; shared by the attributes engine and the services.
+"""Where Sandcastle keeps the person's own data and its caches; shared by the attributes engine and the services.
 
 Torch-free, so the editor can ask on the GUI thread.
 """
@@ -14,6 +14,13 @@ def user_data_folder() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("sandcastle"))
+
+
+def cache_folder() -> Path:
+    """Sandcastle's folder in the platform's user cache location (demo models, compiled kernels)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sandcastle"))
 
 
 def own_sliders_folder(params: dict[str, Any]) -> Path:

@@ -208,6 +208,21 @@ def working_size(width: int, height: int, native: int, multiple: int = 8) -> tup
     return w, h
 
 
+# Width:height shapes a compiled model is prepared for; each becomes one working size of about the
+# native area (SDXL's training buckets are of this kind). A static compile builds one program per size,
+# so a compiled model works at the nearest of these instead of at every crop's own shape.
+BUCKET_ASPECTS = (1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9, 9 / 16, 2.0, 1 / 2)
+
+
+def bucket_size(width: int, height: int, native: int, multiple: int = 64) -> tuple[int, int]:
+    """The bucket working size for a crop of `width`×`height`: the shape in BUCKET_ASPECTS nearest to the
+    crop's (in log ratio), at about native×native pixels, in multiples of `multiple`."""
+    aspect = min(BUCKET_ASPECTS, key=lambda a: abs(math.log(a) - math.log(width / height)))
+    w = max(multiple, int(round(native * math.sqrt(aspect) / multiple)) * multiple)
+    h = max(multiple, int(round(native / math.sqrt(aspect) / multiple)) * multiple)
+    return w, h
+
+
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     x, y, w, h = box
     return image[y : y + h, x : x + w]

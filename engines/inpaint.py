@@ -21,7 +21,7 @@ import time
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, Request, Result, StepCallback, Task, check_common
-from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
+from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["inpaint"]
 
@@ -72,16 +72,19 @@ class InpaintEngine:
         # 2–3. Generate at the model's resolution, previewing every step.
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
         crop = Crop(model_image=imaging.prefill(crop_image, crop_mask), model_mask=crop_mask, shown_under=crop_image, alpha=alpha, box=box)
-        generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=on_step, cancel=cancel)
+        timings = Timings()
+        generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=on_step, cancel=cancel,
+                                        timings=timings)
 
         # 4. Back into the picture.
         if p["color_match"]:
             generated = imaging.match_colors(generated, crop_image, measure=alpha == 0, apply=alpha > 0)
         result = imaging.paste_back(image, generated, box, alpha)
+        seconds = time.perf_counter() - started
         return Result(
             image=result,
             box=box,
-            seconds=time.perf_counter() - started,
-            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
+            seconds=seconds,
+            info={"timings": timings.report(seconds), "warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "size": size, "unet_channels": loaded.unet_channels, "family": loaded.family,
                   "preview": getattr(previewer, "name", "off"), "device": str(device), "dtype": str(dtype).replace("torch.", "")},
         )

@@ -11,8 +11,10 @@ engines share are declared once, in `SHARED_PARAMS`; each engine picks the ones 
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,26 @@ class Crop:
     shown_under: np.ndarray  # what each step's preview is shown over
     alpha: np.ndarray  # how the preview blends over it (float 0–1)
     box: Box  # where the crop lies in the result picture, for the previews
+
+
+@dataclass
+class Timings:
+    """Where an engine's time went, so the benchmark can report it apart from the model's own work:
+    the pipeline calls, how long the step callback held the denoising thread each step, and the
+    float32 re-decodes of a float16 VAE that returned NaN."""
+
+    pipeline_s: float = 0.0
+    callback_s: list[float] = field(default_factory=list)
+    redecodes: int = 0
+    redecode_s: float = 0.0
+
+    def report(self, total_s: float) -> dict[str, float]:
+        """The figures for Result.info["timings"]; `own_work_s` is the engine's crop, pre-fill, colour
+        match and paste-back: everything but the pipeline and the re-decodes."""
+        held = [s * 1000 for s in self.callback_s] or [0.0]
+        return {"pipeline_s": round(self.pipeline_s, 4), "own_work_s": round(total_s - self.pipeline_s - self.redecode_s, 4),
+                "callback_ms_median": round(statistics.median(held), 4), "callback_ms_max": round(max(held), 4),
+                "float32_redecodes": self.redecodes, "float32_redecode_s": round(self.redecode_s, 4)}
 
 
 def load_for(request: Request, purpose: str, default_model: str) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
@@ -113,6 +135,7 @@ def generate_crop(
     passes: tuple[int, int] = (1, 1),
     offset: tuple[int, int] = (0, 0),
     extra: dict[str, Any] | None = None,
+    timings: Timings | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Run one crop through the pipeline at the model's own resolution and return the result at the
     crop's size (and the working size).
@@ -123,11 +146,15 @@ def generate_crop(
     Previews show the predicted picture over `crop.shown_under` through `crop.alpha`, one per step,
     tagged with `passes` = (this pass, of how many) and `offset` (where the input lies in the result).
     A cancel raises Cancelled from the step callback, so nothing is decoded after it
-    (InstructPix2Pix has no interrupt flag at all)."""
+    (InstructPix2Pix has no interrupt flag at all). `timings`, when given, collects where the time went."""
     pipe = loaded.pipe
     device = pipe._execution_device
     height, width = crop.model_image.shape[:2]
-    size = imaging.working_size(width, height, params["resolution"] or loaded.native, multiple=int(pipe.vae_scale_factor))
+    native = params["resolution"] or loaded.native
+    if loaded.compiled:  # a static compile builds one program per size: use a few bucket sizes, never one per crop
+        size = imaging.bucket_size(width, height, native, multiple=8 * int(pipe.vae_scale_factor))
+    else:
+        size = imaging.working_size(width, height, native, multiple=int(pipe.vae_scale_factor))
     work_image = imaging.resize(crop.model_image, size)
     preview_base = imaging.resize(crop.shown_under, size)
     preview_alpha = imaging.resize(crop.alpha, size)
@@ -136,16 +163,23 @@ def generate_crop(
     x0 = preview.X0Capture(pipe.scheduler)
     last = [time.perf_counter()]
     final_latents: list[torch.Tensor] = []  # the last step's latents, to decode again in float32 if float16 fails
+    timings = timings if timings is not None else Timings()
+    callback_seconds = timings.callback_s
+
+    def render(latents: torch.Tensor) -> np.ndarray:
+        """The step's picture, made off the denoising thread: latents → RGB, blended over the crop."""
+        return preview.compose(previewer(latents), preview_base, preview_alpha)
 
     def on_step_end(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
-        now = time.perf_counter()
+        # Runs on the denoising thread between two UNet calls: it only hands over (no picture is made
+        # here; on a graphics card a 5 ms blend would be a sixth of a step).
+        started = time.perf_counter()
         final_latents[:] = [tensors["latents"]]
-        shown = None
-        if previewer is not None:
-            latents = x0.x0 if x0.x0 is not None else tensors["latents"]
-            shown = preview.compose(previewer(latents), preview_base, preview_alpha)
-        on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, shown, crop.box, now - last[0], passes[0], passes[1], offset))
-        last[0] = now
+        latents = x0.x0 if x0.x0 is not None else tensors["latents"]
+        on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, None, crop.box, started - last[0], passes[0], passes[1], offset,
+                            render=None if previewer is None else partial(render, latents)))
+        last[0] = started
+        callback_seconds.append(time.perf_counter() - started)
         cancel.raise_if_cancelled()  # diffusers would still decode after an interrupt; raising skips that
         return {}
 
@@ -163,6 +197,11 @@ def generate_crop(
         work_mask = np.where(imaging.resize(crop.model_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8)
         inputs.update(mask_image=Image.fromarray(work_mask), height=size[1], width=size[0], strength=request.strength)
     inputs.update(extra or {})
+    if loaded.compiled and size not in loaded.compiled_sizes:
+        loaded.compiled_sizes.add(size)
+        on_step(StepPreview(request.job_id, 0, request.steps, None, crop.box, pass_index=passes[0], passes=passes[1], offset=offset,
+                            stage=f"Compiling the model for {size[0]}×{size[1]}: the first run at this size takes a minute or more…"))
+    started = time.perf_counter()
     try:
         output = pipe(**inputs)
     except Exception as exc:
@@ -174,9 +213,13 @@ def generate_crop(
                 "lower Generation size, or set Low-memory mode to lowest in Settings."
             ) from None
         raise
+    timings.pipeline_s += time.perf_counter() - started
     decoded = output.images[0]
     if (not np.isfinite(decoded).all() or decoded.max() <= 0) and pipe.vae.dtype != torch.float32 and final_latents:
+        started = time.perf_counter()
         decoded = decode_in_float32(pipe, final_latents[0])
+        timings.redecodes += 1
+        timings.redecode_s += time.perf_counter() - started
     if not np.isfinite(decoded).all():
         raise SandcastleError("The model produced an invalid picture (NaN) even when decoded in float32; try Precision float32 in Settings "
                               "or another model.")

@@ -93,6 +93,9 @@ def build_pipeline(kind: str, size: str = "tiny", seed: int = 0):
     sdxl = kind.startswith("sdxl")
     down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
     up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    if size == "sd15":  # SD 1.x's own layout: attention at every level but the deepest
+        down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)
+        up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
     extra = {}
     text_widths = SDXL_TEXT.get(size, (width // 2, width // 2))
     if sdxl:

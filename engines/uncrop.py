@@ -24,7 +24,7 @@ import numpy as np
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.sd import DEFAULT_MODELS, Crop, generate_crop, load_for, prompt_warnings, shared_params
+from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["inpaint"]  # each pass inpaints the new area
 
@@ -89,6 +89,7 @@ class UncropEngine:
         previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
 
         # 3. Fill them one by one; every pass sees what the previous ones made.
+        timings = Timings()
         for k, box in enumerate(tiles, start=1):
             cancel.raise_if_cancelled()
             x, y, w, h = box
@@ -99,18 +100,20 @@ class UncropEngine:
             crop = canvas[y : y + h, x : x + w].copy()
             generated, _ = generate_crop(loaded=loaded, request=request, params=p,
                                          crop=Crop(model_image=crop, model_mask=model_mask, shown_under=crop, alpha=alpha, box=box),
-                                         previewer=previewer, on_step=on_step, cancel=cancel, passes=(k, len(tiles)), offset=(left, top))
+                                         previewer=previewer, on_step=on_step, cancel=cancel, passes=(k, len(tiles)), offset=(left, top),
+                                         timings=timings)
             if p["color_match"]:
                 generated = imaging.match_colors(generated, crop, measure=part_known & (alpha == 0), apply=alpha > 0)
             canvas[y : y + h, x : x + w] = imaging.paste_back(crop, generated, (0, 0, w, h), alpha)
             known[y : y + h, x : x + w] = True
 
+        seconds = time.perf_counter() - started
         return Result(
             image=canvas,
             box=(0, 0, canvas.shape[1], canvas.shape[0]),
             offset=(left, top),
-            seconds=time.perf_counter() - started,
-            info={"warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "passes": len(tiles), "window": window, "device": str(device),
+            seconds=seconds,
+            info={"timings": timings.report(seconds), "warnings": prompt_warnings(loaded, request), "model": loaded.source.label, "passes": len(tiles), "window": window, "device": str(device),
                   "dtype": str(dtype).replace("torch.", ""), "sides": sides},
         )
 

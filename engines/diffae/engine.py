@@ -22,6 +22,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -178,9 +179,13 @@ class AttributesEngine:
         # 4. Decode with previews, then paste back.
         last = [time.perf_counter()]
 
+        def render(x0: torch.Tensor) -> np.ndarray:
+            return imaging.resize(sampling.to_image(x0), (box[2], box[3]))
+
         def show(i: int, n: int, x0: torch.Tensor) -> None:
+            # The denoising thread only hands x0 over: the picture is made where the preview is shown.
             now = time.perf_counter()
-            on_step(StepPreview(request.job_id, i, n, imaging.resize(sampling.to_image(x0), (box[2], box[3])), box, now - last[0]))
+            on_step(StepPreview(request.job_id, i, n, None, box, now - last[0], render=partial(render, x0)))
             last[0] = now
             cancel.raise_if_cancelled()
 

@@ -31,7 +31,7 @@ def test_masked_edit_leaves_the_outside_bit_identical(engine, model_dir, photo, 
     assert np.array_equal(result.image[far], photo[far])
     assert not np.array_equal(result.image[mask >= 128], photo[mask >= 128])
     assert len(steps) == (3 if method == "instruct" else 2)  # img2img runs strength × steps
-    assert all(s.image is not None for s in steps)
+    assert all(s.picture() is not None for s in steps)
 
 
 @pytest.mark.parametrize("method", ["instruct", "img2img"])

@@ -40,7 +40,7 @@ def test_inpaint_changes_only_the_mask_and_its_feather(engine, model_dir, kind):
     assert np.abs(result.image[inside].astype(int) - image[inside]).mean() > 5
     assert [s.step for s in steps] == list(range(1, STEPS + 1)) and all(s.total == STEPS for s in steps)
     x, y, bw, bh = result.box
-    assert all(s.box == result.box and s.image is not None for s in steps)
+    assert all(s.box == result.box and s.picture() is not None for s in steps)
     assert result.info["unet_channels"] == (9 if kind.endswith("inpaint") else 4)
 
 

@@ -89,3 +89,30 @@ def test_x0_capture_with_v_prediction(name):
     v = a.sqrt() * noise - (1 - a).sqrt() * clean  # the same v whether the scheduler works in sigma or alpha form
     scheduler.step(v, t, sample, return_dict=False)
     assert torch.allclose(capture.x0, clean, atol=1e-3)
+
+
+def test_the_step_callback_hands_over_and_makes_no_picture(model_dir, photo, monkeypatch):
+    """The denoising thread does nothing per step beyond the model: the latents → RGB map, the scaling
+    and the blend run only when the receiver renders the step, and rendering a step after the run
+    (as the preview thread does, when it gets to it) gives the very picture it had at that step."""
+    from tests.conftest import blob_mask
+    from engines import registry
+    from engines.api import CancelToken, Request, Task
+
+    def request():
+        return Request(Task.INPAINT, photo, blob_mask(512, 512), prompt="a door", steps=4, seed=3, model=str(model_dir("inpaint")),
+                       device="cpu", dtype="float32", params={"preview": "linear", "scheduler": "DPM++ 2M"})
+
+    engine = registry.get("inpaint")
+    rendered_at_once: list[np.ndarray] = []
+    engine.run(request(), lambda step: rendered_at_once.append(step.render()), CancelToken())
+
+    calls = []
+    real_call = preview.LinearPreview.__call__
+    monkeypatch.setattr(preview.LinearPreview, "__call__", lambda self, latents: calls.append(1) or real_call(self, latents))
+    handed_over = []
+    engine.run(request(), handed_over.append, CancelToken())
+    assert calls == [] and all(step.image is None and step.render is not None for step in handed_over)
+    rendered_later = [step.picture() for step in handed_over]
+    assert len(calls) == 4
+    assert all(np.array_equal(now, later) for now, later in zip(rendered_at_once, rendered_later, strict=True))

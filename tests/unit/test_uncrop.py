@@ -61,7 +61,7 @@ def test_large_extensions_work_in_passes_and_tiles_and_preview_each(engine, mode
     passes = result.info["passes"]
     assert passes > 4
     assert [(s.pass_index, s.step) for s in steps] == [(k, n) for k in range(1, passes + 1) for n in (1, 2)]
-    assert all(s.passes == passes and s.offset == (300, 0) and s.image is not None for s in steps)
+    assert all(s.passes == passes and s.offset == (300, 0) and s.picture() is not None for s in steps)
     for s in steps:  # every window is at most the model's native size: nothing is stretched
         assert s.box[2] <= 256 and s.box[3] <= 256
 
