@@ -237,8 +237,10 @@ def time_engine(worker: Worker, model: str, image, mask, steps: int, preview: st
 
 
 def syncs_per_step(model: str, image, mask, steps: int) -> float | None:
-    """Host↔device synchronisations per step during an engine run with linear previews (CUDA's sync
-    debug mode warns at each one), on this thread, with a callback that only hands over."""
+    """Host↔device synchronisations per step of the denoising thread during an engine run with linear
+    previews (CUDA's sync debug mode warns at each one). The callback keeps the steps and renders
+    nothing here: in the app the pictures are rendered on the hand-over thread, whose syncs do not hold
+    the denoising thread."""
     import warnings
 
     import torch
@@ -248,11 +250,12 @@ def syncs_per_step(model: str, image, mask, steps: int) -> float | None:
 
     if not DEVICE.startswith("cuda"):
         return None
+    kept: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            registry.get("inpaint").run(engine_request(model, image, mask, steps, "linear"), lambda step: None, CancelToken())
+            registry.get("inpaint").run(engine_request(model, image, mask, steps, "linear"), kept.append, CancelToken())
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchronizing" in str(w.message).lower() for w in caught) / steps
@@ -342,8 +345,10 @@ def gui_stall(model: str, image, mask, steps: int) -> dict:
     done = []
     win.generation.finished.connect(lambda *a: done.append(1))
     win.generation.failed.connect(lambda job, msg: done.append(msg))
+    win.generation.cancelled.connect(lambda job: done.append("cancelled"))
     timer.start()
-    win.generation.generate()
+    if not win.generation.generate():
+        raise RuntimeError(f"the window did not generate: {win.panel.message.text()}")
     deadline = time.monotonic() + LIMIT
     while not done and time.monotonic() < deadline:
         QApplication.processEvents()

@@ -15,6 +15,7 @@ Engines are imported and their models prepared on the worker thread, never on th
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -58,7 +59,7 @@ def preview_image(step: StepPreview) -> tuple[QImage, StepPreview] | None:
 class GenerationController(QObject):
     engineReady = Signal(str, object)  # task, engine (its spec builds the panel's controls)
     busyChanged = Signal(bool)  # a generation, a slider fit or a download is under way
-    stepped = Signal(int, object)  # job id, StepPreview without its picture: every step
+    stepped = Signal(int, object)  # job id, StepPreview: every step (read its numbers; its picture comes through `preview`)
     preview = Signal(int, QImage, object)  # job id, picture, StepPreview: only the newest
     overlayCleared = Signal()  # the canvas shows the document itself again
     versionShown = Signal(QImage, tuple, tuple)  # pixels, box, offset: a version shown in place
@@ -76,7 +77,7 @@ class GenerationController(QObject):
     downloadCancelled = Signal(str)
     sliderFitted = Signal(str)
     deviceChanged = Signal(str)  # one line: device, precision, memory
-    finished = Signal(int, object)  # job id, Result: after it was applied or added to the versions
+    finished = Signal(int, object)  # job id, what it made (a Result, or a fitted slider's file), after it was applied, added or dropped
     failed = Signal(int, str)
     cancelled = Signal(int)
 
@@ -93,8 +94,9 @@ class GenerationController(QObject):
         self.downloads = JobRunner("downloads", self)
         self._versions_made_for = -1  # the document version the versions (and the running job) were made for
         self._batch_seeds: list[int] = []  # seeds of the versions still to make in this batch
+        self._batch: tuple[Engine, Request] | None = None  # what the batch makes: only the seed changes between versions
         self._before: tuple[QImage, tuple, int] | None = None  # the last result's old pixels, box and undo index
-        self._generate_after_download: str | None = None
+        self._after_download: tuple[str, Callable[[], Any]] | None = None  # (hub id, what asked for it goes on)
         self._label = ""  # the undo step's name for the versions on offer
         self._shown_version = 0
         self._busy = False
@@ -124,6 +126,11 @@ class GenerationController(QObject):
         """The hub id being downloaded, if any."""
         jobs = self.downloads.jobs
         return jobs[0].data["hub_id"] if jobs else None
+
+    @property
+    def generating(self) -> bool:
+        """A generation or a slider fit is under way (downloads and engine loads aside)."""
+        return any(job.kind in (JobKind.GENERATE, JobKind.FIT_SLIDER) for job in self.runner.jobs)
 
     def _update_busy(self) -> None:
         busy = any(job.kind != JobKind.LOAD_ENGINE for job in self.runner.jobs) or bool(self.downloads.jobs)
@@ -159,6 +166,7 @@ class GenerationController(QObject):
             except SandcastleError:
                 raise
             except Exception as exc:
+                log.error("loading the %s engine failed:\n%s", task, traceback.format_exc())
                 raise SandcastleError(f"The {task} engine could not be loaded ({exc}).") from exc
             if self.demo and not self.model:  # the tiny random-weight models are written here, off the GUI thread
                 for method in [p.choices for p in engine.spec.params if p.name == "method"] or [("",)]:
@@ -227,12 +235,13 @@ class GenerationController(QObject):
         except SandcastleError as exc:
             self.error.emit(str(exc))
             return False
-        if not self.ensure_model(self.task):
+        if not self.ensure_model(self.task, then=self.generate):
             return False
         if self.versions:
             self.discard_versions()  # a new batch replaces versions that were not accepted
         count = int(self.document.generation.get("versions", 1)) if "seed" in engine.spec.common else 1
         self._batch_seeds = [request.seed + k for k in range(count)]
+        self._batch = (engine, request)
         self._versions_made_for = self.document.version
         self._submit(engine, request, self._batch_seeds.pop(0), count)
         return True
@@ -288,7 +297,7 @@ class GenerationController(QObject):
             self._label = job.data["label"]
             self.add_version(result, job.data["seed"])
             if self._batch_seeds:
-                self._submit(self.engines[self.task], self.build_request(), self._batch_seeds.pop(0), job.data["versions"])
+                self._submit(*self._batch, self._batch_seeds.pop(0), job.data["versions"])
             else:
                 self.show_version(self._shown_version)
                 self.progressText.emit(f"{len(self.versions)} versions: pick one")
@@ -305,7 +314,7 @@ class GenerationController(QObject):
             self.error.emit(message)
             return
         if job.kind == JobKind.DOWNLOAD:
-            self._generate_after_download = None
+            self._after_download = None
             self.progressText.emit("Download failed")
             self.error.emit(message)
             self.downloadFailed.emit(job.data["hub_id"], message)
@@ -322,7 +331,7 @@ class GenerationController(QObject):
         if job.kind == JobKind.LOAD_ENGINE:
             return  # only when the app shuts down
         if job.kind == JobKind.DOWNLOAD:
-            self._generate_after_download = None
+            self._after_download = None
             self.progressText.emit("Download cancelled")
             self.status.emit(f"Download of {job.data['hub_id']} cancelled; it resumes where it stopped next time.", 6000)
             self.downloadCancelled.emit(job.data["hub_id"])
@@ -338,9 +347,9 @@ class GenerationController(QObject):
         self.status.emit(f"Downloaded {hub_id}", 6000)
         self.progressText.emit("Downloaded")
         self.downloadFinished.emit(hub_id, path)
-        if self._generate_after_download == hub_id:
-            self._generate_after_download = None
-            self.generate()  # the Generate that asked for the model goes on
+        if self._after_download is not None and self._after_download[0] == hub_id:
+            then, self._after_download = self._after_download[1], None
+            then()  # the Generate (or slider fit) that asked for the model goes on
 
     # ---- own attribute sliders -------------------------------------------------------------------
 
@@ -351,7 +360,7 @@ class GenerationController(QObject):
         if engine is None or self.busy:
             self.error.emit("Wait for the running job to end, then choose Fit and save again; your examples are kept.")
             return False
-        if not self.ensure_model("attributes"):
+        if not self.ensure_model("attributes", then=lambda: self.fit_slider(name, has_faces, lacks_faces)):
             return False
         base = self.build_request()
         params = {**base.params, "region_x": 0, "region_y": 0, "region_size": 0}  # each example is already cropped to its face
@@ -400,13 +409,13 @@ class GenerationController(QObject):
 
     def show_version(self, index: int) -> None:
         self._shown_version = max(0, index)
-        if not 0 <= index < len(self.versions) or self.busy:
+        if not 0 <= index < len(self.versions) or self.generating:
             return  # while the batch runs, the canvas shows the next version forming
         pixels, box, offset = self.placed(self.versions[index].result)
         self.versionShown.emit(to_qimage(pixels), box, offset)
 
     def accept_version(self, index: int) -> None:
-        if self.busy:
+        if self.generating:
             self.error.emit("Wait for the versions to finish (or cancel), then accept one.")
             return
         if self.document.version != self._versions_made_for:
@@ -437,9 +446,9 @@ class GenerationController(QObject):
 
     # ---- models ---------------------------------------------------------------------------------
 
-    def ensure_model(self, task: str) -> bool:
+    def ensure_model(self, task: str, then: Callable[[], Any] = lambda: None) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
-        with size and licence) starts downloading it; Generate then continues by itself."""
+        with size and licence) starts downloading it, and calls `then` (what asked goes on) when it is in."""
         try:
             status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))  # local folders and files: installed
         except SandcastleError as exc:
@@ -460,7 +469,7 @@ class GenerationController(QObject):
                 return False
             self.settings["asked_downloads"] = self.settings["asked_downloads"] + [status.location]
             self.settings.save()
-        self._generate_after_download = status.location
+        self._after_download = (status.location, then)
         self.download(status.location, status.components)
         return False
 

@@ -90,21 +90,29 @@ class HandOverThread:
                 notices, self._notices = self._notices, []
                 waiting, self._waiting = self._waiting, None
                 self._busy = True
+            self._pass_on(notices, waiting)  # its locals (a step's tensors) go when it returns
+
+    def _pass_on(self, notices: list[tuple[int, Any]], waiting: tuple[int, CancelToken, Any] | None) -> None:
+        """The notices first (a job's end waits for these, never for a picture being made),
+        then the newest payload. A failure is logged: it must stop neither the job nor this thread."""
+        try:
             for job_id, payload in notices:
                 self._on_notice(job_id, payload)
+        except Exception:
+            log.error("passing on a notice failed:\n%s", traceback.format_exc())
+        finally:
             with self._wake:
                 self._busy = False
                 self._wake.notify_all()
-            if waiting is None or waiting[1].cancelled:
-                continue
-            job_id, _, payload = waiting
-            try:
-                prepared = self._prepare(payload)
-            except Exception:  # a preview that cannot be made must not stop the job or this thread
-                log.error("preparing a preview of job %d failed:\n%s", job_id, traceback.format_exc())
-                continue
+        if waiting is None or waiting[1].cancelled:
+            return
+        job_id, _, payload = waiting
+        try:
+            prepared = self._prepare(payload)
             if prepared is not None:
                 self._deliver(job_id, prepared)
+        except Exception:
+            log.error("preparing a preview of job %d failed:\n%s", job_id, traceback.format_exc())
 
 
 def step_handler(notify: Callable[[Any], None], hand_over: Callable[[Any], None]) -> StepCallback:

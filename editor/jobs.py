@@ -163,9 +163,6 @@ class JobRunner(QObject):
         """Whether the worker thread is still there to run jobs (False after shutdown)."""
         return self._thread.isRunning()
 
-    def job(self, job_id: int) -> Job | None:
-        return self._jobs.get(job_id)
-
     def submit(self, kind: JobKind, work: Callable[[JobContext], Any], **data: Any) -> Job:
         """Queue `work` as a job of `kind`; it runs after the jobs before it."""
         job = Job(next(_ids), kind, work, data=data)

@@ -125,6 +125,18 @@ class X0Capture:
         return out if return_dict else (out.prev_sample,)
 
 
+def render_device(device: torch.device) -> torch.device:
+    """Where previews are rendered, off the denoising thread: the model's device, except on Apple's MPS,
+    where Metal crashes the process when two threads use it at once; there the step callback copies
+    the small preview tensor to the CPU (`handed_over`) and previews render on the CPU."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def handed_over(tensor: torch.Tensor) -> torch.Tensor:
+    """The preview tensor as the step callback hands it over (see render_device)."""
+    return tensor.to("cpu", torch.float32) if tensor.device.type == "mps" else tensor
+
+
 def compose(preview: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Show the preview only where the result will land: scale it to `base` and blend through `alpha`."""
     h, w = base.shape[:2]

@@ -166,6 +166,9 @@ def generate_crop(
     timings = timings if timings is not None else Timings()
     callback_seconds = timings.callback_s
 
+    if previewer is not None and preview.render_device(device) != device:
+        previewer = preview.previewer_for(previewer.name, loaded.family, preview.render_device(device), torch.float32)
+
     def render(latents: torch.Tensor) -> np.ndarray:
         """The step's picture, made off the denoising thread: latents → RGB, blended over the crop."""
         return preview.compose(previewer(latents), preview_base, preview_alpha)
@@ -175,7 +178,7 @@ def generate_crop(
         # here; on a graphics card a 5 ms blend would be a sixth of a step).
         started = time.perf_counter()
         final_latents[:] = [tensors["latents"]]
-        latents = x0.x0 if x0.x0 is not None else tensors["latents"]
+        latents = preview.handed_over(x0.x0 if x0.x0 is not None else tensors["latents"])
         on_step(StepPreview(request.job_id, i + 1, pipeline.num_timesteps, None, crop.box, started - last[0], passes[0], passes[1], offset,
                             render=None if previewer is None else partial(render, latents)))
         last[0] = started

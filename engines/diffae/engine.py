@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import imaging, models
+from engines import imaging, models, preview
 from engines.api import (CancelToken, EngineSpec, InputError, ModelUnavailable, ParamSpec, Request, Result, StepCallback, StepPreview,
                          Task, check_common)
 from engines.diffae import directions, sampling
@@ -185,7 +185,7 @@ class AttributesEngine:
         def show(i: int, n: int, x0: torch.Tensor) -> None:
             # The denoising thread only hands x0 over: the picture is made where the preview is shown.
             now = time.perf_counter()
-            on_step(StepPreview(request.job_id, i, n, None, box, now - last[0], render=partial(render, x0)))
+            on_step(StepPreview(request.job_id, i, n, None, box, now - last[0], render=partial(render, preview.handed_over(x0))))
             last[0] = now
             cancel.raise_if_cancelled()
 

@@ -116,3 +116,11 @@ def test_the_step_callback_hands_over_and_makes_no_picture(model_dir, photo, mon
     rendered_later = [step.picture() for step in handed_over]
     assert len(calls) == 4
     assert all(np.array_equal(now, later) for now, later in zip(rendered_at_once, rendered_later, strict=True))
+
+
+def test_on_apple_mps_previews_render_on_the_cpu():
+    """Metal crashes when two threads use it at once, and previews are rendered off the denoising thread."""
+    assert preview.render_device(torch.device("mps")) == torch.device("cpu")
+    assert preview.render_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    cpu = torch.zeros(1, 4, 8, 8)
+    assert preview.handed_over(cpu) is cpu  # elsewhere the callback hands over the tensor itself, no copy
