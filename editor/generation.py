@@ -459,7 +459,7 @@ class GenerationController(QObject):
         if is_offline():
             self.error.emit(
                 f"{status.title} is not on this computer and Sandcastle is offline. On a connected machine run "
-                f"huggingface-cli download {status.location} and copy the Hugging Face cache (~/.cache/huggingface) here, "
+                f"hf download {status.location} and copy the Hugging Face cache (~/.cache/huggingface) here, "
                 "or choose a local copy in Tools → Models."
             )
             return False

@@ -67,19 +67,54 @@ def wanted(files: list[str], components: tuple[str, ...]) -> list[str]:
 
 
 def installed_path(hub_id: str) -> Path | None:
-    """The local snapshot folder of a hub model when its files are all there, else None."""
+    """The local snapshot folder of a hub model when its files are all there, else None.
+
+    A download of ours leaves a manifest of every file it fetched. A cache other tools wrote (`hf
+    download`, `snapshot_download`, another app) has none, and is judged from its own layout instead."""
     refs = repo_folder(hub_id) / "refs" / "main"
     if not refs.is_file():
         return None
     snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
     manifest = snapshot / ".sandcastle-complete.json"
     if not manifest.is_file():
-        return None
+        return snapshot if complete_by_layout(snapshot) else None
     try:
         expected = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError):
         return None
     return snapshot if all((snapshot / f).is_file() for f in expected) else None
+
+
+def complete_by_layout(snapshot: Path) -> bool:
+    """Whether a snapshot folder holds a loadable model: every link reaches its blob (huggingface_hub
+    links a file into the snapshot only once it is whole), and with a model_index.json every component
+    the pipeline uses is there, models (a folder with config.json) with safetensors weights; without
+    one, a single model's config.json and weights."""
+    if not snapshot.is_dir():
+        return False
+    files = list(snapshot.rglob("*"))
+    if any(f.is_symlink() and not f.exists() for f in files):
+        return False
+
+    def has_weights(folder: Path) -> bool:
+        return any(folder.glob("*.safetensors"))
+
+    index = snapshot / "model_index.json"
+    if not index.is_file():
+        return (snapshot / "config.json").is_file() and has_weights(snapshot)
+    try:
+        components = json.loads(index.read_text())
+    except ValueError:
+        return False
+    for name, value in components.items():
+        if name.startswith("_") or name in UNUSED_COMPONENTS or not isinstance(value, list) or None in value:
+            continue
+        folder = snapshot / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return False
+        if (folder / "config.json").is_file() and not has_weights(folder):
+            return False
+    return True
 
 
 def disk_bytes(path: Path | None) -> int:
@@ -223,6 +258,7 @@ def download(
     the_plan = plan(hub_id, components, endpoint)
     counter = _Counter(the_plan, on_progress)
     folder = repo_folder(hub_id)
+    check_free_space(folder, sum(f.size for f in the_plan.files if not (folder / "blobs" / f.etag).is_file()))
     snapshot = folder / "snapshots" / the_plan.commit
     for remote in the_plan.files:
         cancel.raise_if_cancelled()
@@ -240,6 +276,18 @@ def download(
     (folder / "refs").mkdir(parents=True, exist_ok=True)
     (folder / "refs" / "main").write_text(the_plan.commit)
     return snapshot
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse a download that cannot fit, before it starts, naming both sizes (a full disk halfway
+    through a 5 GB download is worse than no download)."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ModelUnavailable(f"The download needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on the disk of "
+                               f"the Hugging Face cache ({hub_cache()}); free some space or set HF_HOME to a larger disk.")
 
 
 def _fetch(hub_id: str, remote: RemoteFile, commit: str, endpoint: str | None, blob: Path, counter: _Counter, cancel: CancelToken) -> None:

@@ -104,6 +104,10 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelSourc
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"{path} is a folder but not a diffusers model (it has no model_index.json).")
+        code = sorted(p.relative_to(path).as_posix() for p in path.glob("*.py")) + sorted(p.relative_to(path).as_posix() for p in path.glob("*/*.py"))
+        if code:  # custom pipeline or component code: diffusers would import it; Sandcastle runs no code from a model
+            raise ModelUnavailable(f"{path.name} carries Python code ({', '.join(code[:3])}); Sandcastle never runs code from a model "
+                                   "folder. Use a folder of configs and .safetensors weights only.")
         return ModelSource("folder", str(path))
     if path.is_file():
         suffix = path.suffix.lower()
@@ -131,7 +135,7 @@ def unavailable_message(source: ModelSource, reason: str = "") -> str:
         if offline():
             return (
                 f"The model {source.location} is not on this computer and Sandcastle is offline (HF_HUB_OFFLINE is set). "
-                f"On a connected machine run: huggingface-cli download {source.location}, then copy its Hugging Face "
+                f"On a connected machine run: hf download {source.location}, then copy its Hugging Face "
                 "cache folder (~/.cache/huggingface) here, or choose a local copy in Models (or --model /path/to/folder)."
             )
         return (

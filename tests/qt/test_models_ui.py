@@ -56,7 +56,7 @@ def test_offline_says_which_model_and_how_to_install_it(qtbot, fresh_window):
     win.generation.generate()
     text = win.panel.message.text()
     assert "Stable Diffusion 1.5 Inpainting" in text and "offline" in text
-    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-inpainting" in text
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-inpainting" in text  # huggingface_hub installs `hf`, no longer huggingface-cli
     assert not win.generation.busy and not (win.generation.downloading is not None)
 
 

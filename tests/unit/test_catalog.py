@@ -148,3 +148,68 @@ def test_manifest_marks_completeness(hub):
     assert UNET in manifest["files"]
     (path / UNET).unlink()
     assert catalog.installed_path(REPO) is None  # a file removed by hand makes it not installed
+
+
+def test_a_cache_written_by_hf_download_counts_as_installed(hub):
+    """`hf download` / snapshot_download lay the cache out without our manifest: it is judged from its own
+    layout, and a half-finished one (a weights link whose blob is missing) is not installed."""
+    from pathlib import Path
+
+    from huggingface_hub import snapshot_download
+
+    from engines import services
+
+    folder = Path(snapshot_download(REPO, endpoint=hub.url, cache_dir=catalog.hub_cache()))  # the cache HF_HUB_CACHE names
+    assert not (folder / ".sandcastle-complete.json").exists()
+    assert catalog.installed_path(REPO) == folder
+    assert services.model_status(REPO).installed
+    import numpy as np
+
+    from engines import registry
+    from engines.api import CancelToken, Request, Task
+
+    image, mask = np.full((64, 64, 3), 128, np.uint8), np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    result = registry.get("inpaint").run(Request(Task.INPAINT, image, mask, prompt="x", steps=2, model=REPO, device="cpu", dtype="float32"),
+                                         lambda step: None, CancelToken())
+    assert result.info["model"] and result.image.shape == image.shape  # it loads from that cache, with no network
+    (folder / UNET).resolve().unlink()  # the blob goes, the snapshot's link stays: an interrupted copy
+    assert catalog.installed_path(REPO) is None and not services.model_status(REPO).installed
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(hub, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))  # 1 kB free
+    with pytest.raises(ModelUnavailable, match=r"needs .* GB but only 0\.0 GB is free"):
+        fetch(hub)
+    assert not any(r[0] == "GET" and "/resolve/" in r[1] for r in hub.requests)  # not one byte was fetched
+    assert catalog.installed_path(REPO) is None
+
+
+def test_a_model_folder_with_python_code_is_refused_and_its_code_never_runs(model_dir, tmp_path):
+    """A model folder can ship a custom pipeline or component as Python; loading it must not run it."""
+    import shutil as sh
+
+    from engines import services
+
+    folder = tmp_path / "with-code"
+    sh.copytree(model_dir("inpaint"), folder)
+    ran = tmp_path / "code-ran"
+    (folder / "unet" / "my_unet.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["unet"] = ["my_unet", "MyUNet"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelUnavailable, match="carries Python code .*unet/my_unet.py"):
+        services.model_status(str(folder))
+    from engines import registry
+    from engines.api import Request, Task
+    import numpy as np
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:32, 8:32] = 255
+    with pytest.raises(ModelUnavailable):
+        registry.get("inpaint").check(Request(Task.INPAINT, np.zeros((64, 64, 3), np.uint8), mask, model=str(folder)))
+    assert not ran.exists()
