@@ -50,7 +50,7 @@ def step_handler(context: JobContext) -> StepCallback:
 
 
 def preview_image(step: StepPreview) -> tuple[QImage, StepPreview] | None:
-    """On the engines' preview thread: the step's picture made (latents to RGB, scaled, blended) and
+    """On the engines' hand-over thread: the step's picture made (latents to RGB, scaled, blended) and
     turned into a QImage, with the step's other facts; None for a step without a picture."""
     picture = step.picture()
     return None if picture is None else (to_qimage(picture), replace(step, image=None, render=None))
@@ -133,7 +133,7 @@ class GenerationController(QObject):
         return any(job.kind in (JobKind.GENERATE, JobKind.FIT_SLIDER) for job in self.runner.jobs)
 
     def _update_busy(self) -> None:
-        busy = any(job.kind != JobKind.LOAD_ENGINE for job in self.runner.jobs) or bool(self.downloads.jobs)
+        busy = self.generating or bool(self.downloads.jobs)
         if busy != self._busy:
             self._busy = busy
             self.busyChanged.emit(busy)
