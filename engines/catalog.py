@@ -183,10 +183,12 @@ def _hub_error(hub_id: str, exc: BaseException) -> ModelUnavailable:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     if isinstance(exc, GatedRepoError):
-        return ModelUnavailable(f"{hub_id} asks you to accept its licence on the Hugging Face website and log in before downloading.")
+        return ModelUnavailable(f"{hub_id} is gated: accept its licence on its page, huggingface.co/{hub_id}, while logged in there, "
+                                "then log in on this computer with `hf auth login` (or set HF_TOKEN) and download again.")
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, RepositoryNotFoundError) or (isinstance(exc, HfHubHTTPError) and status in (401, 404)):
-        return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}.")
+        return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}, or it is private: if it is yours, log in on this "
+                                "computer with `hf auth login` (or set HF_TOKEN) and download again.")
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelUnavailable(
         f"The download of {hub_id} stopped ({reason[:160]}). Check the connection and download again; it resumes where it stopped."

@@ -33,6 +33,7 @@ class Hub:
         self.cut_after: int | None = None
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range header
         self.gone = False
+        self.gated: dict[str, int] = {}  # repo → the status the hub answers with: 401 (not logged in) or 403 (licence not accepted)
         self._server: ThreadingHTTPServer | None = None
 
     def add_folder(self, repo: str, folder: Path) -> None:
@@ -93,6 +94,9 @@ class Hub:
         path = unquote(urlparse(h.path).path)
         self.requests.append((h.command, path, h.headers.get("Range")))
         parts = path.strip("/").split("/")
+        repo = "/".join(parts[2:4]) if parts[:2] == ["api", "models"] else "/".join(parts[:2])
+        if repo in self.gated:  # as the hub does: the error code says why, whatever the status
+            return self._json(h, {"error": f"Access to model {repo} is restricted."}, self.gated[repo], "GatedRepo")
         if parts[:2] == ["api", "models"]:
             repo = "/".join(parts[2:4])
             if repo not in self.repos:

@@ -213,3 +213,13 @@ def test_a_model_folder_with_python_code_is_refused_and_its_code_never_runs(mode
     with pytest.raises(ModelUnavailable):
         registry.get("inpaint").check(Request(Task.INPAINT, np.zeros((64, 64, 3), np.uint8), mask, model=str(folder)))
     assert not ran.exists()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_gated_repository_says_which_licence_to_accept_and_how_to_log_in(hub, status):
+    hub.gated[REPO] = status  # 401: not logged in; 403: logged in, licence not accepted
+    with pytest.raises(ModelUnavailable) as caught:
+        fetch(hub)
+    message = str(caught.value)
+    assert f"huggingface.co/{REPO}" in message and "hf auth login" in message and "licence" in message
+    assert catalog.installed_path(REPO) is None
