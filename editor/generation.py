@@ -104,7 +104,7 @@ class GenerationController(QObject):
             runner.jobsChanged.connect(self._update_busy)
             runner.failed.connect(self._on_failed)
             runner.cancelled.connect(self._on_cancelled)
-        self.runner.notice.connect(self._on_step)
+        self.runner.notice.connect(self.stepped)  # each step's StepPreview, as the engine made it
         self.runner.newest.connect(self._on_preview)
         self.runner.finished.connect(self._on_finished)
         self.downloads.newest.connect(lambda job_id, progress: self.downloadProgress.emit(*progress))
@@ -267,9 +267,6 @@ class GenerationController(QObject):
         if jobs:
             self.progressText.emit("Cancelling…")
         return bool(jobs)
-
-    def _on_step(self, job_id: int, step: StepPreview) -> None:
-        self.stepped.emit(job_id, step)
 
     def _on_preview(self, job_id: int, prepared: tuple[QImage, StepPreview]) -> None:
         self.preview.emit(job_id, *prepared)

@@ -145,8 +145,6 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
     pictures are noise."""
     import shutil
 
-    import platformdirs
-
     kind = {"inpaint": "inpaint", "uncrop": "inpaint", "colorize": "img2img"}.get(task)
     if task == "edit":
         kind = "img2img" if (params or {}).get("method") == "img2img" else "instruct"
@@ -154,7 +152,7 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
         kind = "diffae"
     if kind is None:
         raise InputError(f"There is no demo model for {task} yet.")
-    folder = Path(platformdirs.user_cache_dir("sandcastle")) / "demo-models" / kind
+    folder = folders.cache_folder() / "demo-models" / kind
     if not ((folder / "model_index.json").is_file() or (folder / "autoencoder.safetensors").is_file()):
         from engines.testing import write_diffae, write_model
 
