@@ -138,6 +138,11 @@ class ModelsDialog(QDialog):
             return f"Unavailable: {exc}", "", row["name"]
         if row["hub_id"] and self.generation.downloading == row["hub_id"]:
             return "Downloading…", f"about {human_bytes(row['estimate'])}", ""
+        if status.unusable:
+            return f"Cannot be used: {status.unusable}", human_bytes(status.disk_bytes), status.path or ""
+        if status.tasks:
+            row["tasks"] = ", ".join(status.tasks)
+            row["about"] = status.title
         if status.installed:
             return "Installed", human_bytes(status.disk_bytes), status.path or ""
         return "Not installed", f"about {human_bytes(row['estimate'])}", ""
@@ -213,7 +218,7 @@ class ModelsDialog(QDialog):
                 return False
             allowed += (str(Path(path).resolve()),)
         try:
-            model_status(path, allowed)
+            status = model_status(path, allowed)
         except SandcastleError as exc:
             self.message.setText(str(exc))
             return False
@@ -224,7 +229,7 @@ class ModelsDialog(QDialog):
         self.settings.save()
         self.refresh()
         self.select(path)
-        self.message.setText(f"Added {Path(path).name}. Choose it below for the tasks it should do.")
+        self.message.setText(status.unusable or f"Added {Path(path).name}. Choose it below for the tasks it should do.")
         return True
 
     def confirm(self, text: str) -> bool:
@@ -237,7 +242,10 @@ class ModelsDialog(QDialog):
             combo.blockSignals(True)
             combo.clear()
             for row in self._rows:
-                if task in row["tasks"].split(", ") or row.get("local"):
+                served = {t.split(" ")[0] for t in row["tasks"].split(", ")}  # "edit (img2img)" serves edit
+                if row.get("state", "").startswith("Cannot be used"):
+                    continue
+                if task in served or row["tasks"] == "any":
                     combo.addItem(row["title"], row["name"])
             try:
                 current = self.settings.model_for(task) or default_model(task)

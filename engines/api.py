@@ -266,3 +266,5 @@ class ModelStatus:
     licence: str = ""
     download_bytes: int = 0  # the preset's estimate, for models not yet downloaded
     components: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()  # for a single checkpoint file: the tasks its model type serves
+    unusable: str = ""  # for a file Sandcastle cannot use: one sentence saying what it is and what to do instead

@@ -58,6 +58,9 @@ def wanted(files: list[str], components: tuple[str, ...]) -> list[str]:
         configs = [f for f in inside if not f.endswith(WEIGHT_SUFFIXES + PICKLE_SUFFIXES) and not Path(f).name.startswith(".")
                    and Path(f).suffix in (".json", ".txt", ".model")]
         weights = [f for f in inside if f.endswith(WEIGHT_SUFFIXES)]
+        # Only the weights diffusers and transformers read (diffusion_pytorch_model*, model*): repositories
+        # such as TAESD's also carry the same network under other names for other tools.
+        weights = [f for f in weights if Path(f).name.startswith(("diffusion_pytorch_model", "model"))] or weights
         half = [f for f in weights if ".fp16." in f]
         full = [f for f in weights if ".fp16." not in f and ".non_ema" not in f and ".ema." not in f]
         picked += configs + (half or full)

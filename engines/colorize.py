@@ -12,8 +12,8 @@ The model only supplies colour. Top to bottom:
    saturation setting, joined with the original L (chroma reduced where sRGB cannot show it,
    never the lightness), and with a mask pasted back through the feather.
 
-The SD 1.5 brightness ControlNet (a preset) is not used yet: img2img on the grey picture is the
-method here.
+No ControlNet is offered: the brightness ControlNet preset was never used by this engine, so it was
+removed rather than downloaded for nothing. img2img on the grey picture is the method here.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ColorizeEngine:
         hints = request.hints
         if hints is not None and (hints.dtype != np.uint8 or hints.shape != (*shape, 4)):
             raise InputError(f"The colour hints must be an RGBA picture of the image's size, {shape[1]}×{shape[0]}.")
-        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle, purpose="img2img")
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()

@@ -55,7 +55,7 @@ class EditEngine:
             raise InputError("Write what to change, like \"make it winter\".")
         if not GUIDANCE[0] <= request.guidance_scale <= GUIDANCE[1]:
             raise InputError(f"Text guidance must be between {GUIDANCE[0]:g} and {GUIDANCE[1]:g}, not {request.guidance_scale:g}.")
-        sources.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle)
+        sources.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle, purpose=p["method"])
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()

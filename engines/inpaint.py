@@ -48,7 +48,7 @@ class InpaintEngine:
         resolution = request.params.get("resolution", 0)
         if 0 < resolution < 128:
             raise InputError(f"Generation size must be 0 (the model's own) or at least 128 pixels, not {resolution}.")
-        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle, purpose="inpaint")
 
     # ---- generation -------------------------------------------------------------------------
 

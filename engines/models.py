@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engines import catalog, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
+from engines import catalog, checkpoints, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
 from engines.api import InputError, ModelUnavailable, OutOfMemory
 from engines.folders import cache_folder
 from engines.sources import ModelSource
@@ -266,7 +266,7 @@ def load_pipeline(
     """
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
-    source = sources.resolve_source(model, allow_pickle)
+    source = sources.resolve_source(model, allow_pickle, purpose)
     requested = memory or "auto"
     key = (purpose, source, str(device), str(dtype), requested, compile)
     cached = CACHE.get(key)
@@ -317,6 +317,8 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
                 location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, variant=variant,
                 **_absent_components(Path(location)),
             )
+    except ModelUnavailable:
+        raise
     except Exception as exc:  # missing files, not downloaded, a truncated or corrupt weight file, a wrong config
         log.info("loading %s failed: %s", source.location, exc)
         if source.kind == "hub":
@@ -349,52 +351,51 @@ def _has_fp16_weights(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("*/*.fp16.safetensors"))
 
 
-# Architectures of single-file checkpoints, told apart by a key only that architecture has,
-# mapped to the preset whose configuration (model_index.json and component configs) fits them.
-SINGLE_FILE_PRESETS = {
-    "sdxl": "sdxl-inpaint",
-    "sd2": "sd2-inpaint",
-    "sd15": "sd15-inpaint",
-}
-
-
-def single_file_architecture(keys: set[str]) -> str:
-    if any(k.startswith("conditioner.embedders.1") for k in keys):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in keys):  # OpenCLIP text encoder
-        return "sd2"
-    return "sd15"
-
-
 def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
-    """A single checkpoint file, with its configuration taken from the matching preset: from the
-    preset's installed copy when there is one (works offline), else its configs from the hub."""
-    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    """A single checkpoint file in the original SD layout, with the configuration Sandcastle ships for
+    its model type (resources/checkpoints): nothing is fetched, online or off.
 
-    path = Path(source.location)
+    The type is diffusers' own `infer_diffusers_model_type`, read from the header's shapes without
+    loading a weight. A 4-channel checkpoint serves inpainting too: diffusers' inpainting pipelines
+    blend the known region into the latents each step when the UNet does not take the mask."""
+    from diffusers import (
+        StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline,
+    )
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from transformers import CLIPTokenizer
+
+    path = Path(source.location)  # resolve_source has refused a file that cannot serve `purpose`
     if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
+        shapes: Any = {name: torch.empty(shape, device="meta") for name, (_, shape) in checkpoints.read_header(path).items()}
     else:  # an allowed pickle file; weights_only refuses anything but tensors and plain containers
+        checkpoints.check_archive_size(path)
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-        keys = set(state.get("state_dict", state))
-    architecture = single_file_architecture(keys)
-    preset = sources.preset(SINGLE_FILE_PRESETS[architecture])
-    config = str(catalog.installed_path(preset.hub_id) or preset.hub_id)
-    sdxl = architecture == "sdxl"
-    if purpose == "inpaint":
-        cls = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
-    else:
-        cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
-    absent = _absent_components(Path(config)) if Path(config).is_dir() else {}
-    if not sdxl:
-        absent.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = cls.from_single_file(str(path), config=config, torch_dtype=dtype, local_files_only=sources.offline(), **absent)
-    if purpose != "inpaint":
-        pipe = _auto_class(purpose).from_pipe(pipe)
-    return pipe
+        shapes = state.get("state_dict", state)
+    model_type = infer_diffusers_model_type(shapes)
+    refused = checkpoints.refusal(path, purpose, checkpoints.KINDS.get(model_type, checkpoints.KINDS["unknown"]))
+    if refused:  # a pickle file, whose kind is known only now
+        raise ModelUnavailable(refused)
+    config = checkpoints.config_folder(model_type)
+    xl = model_type.startswith("xl_")
+    cls = {
+        "inpaint": StableDiffusionXLInpaintPipeline if xl else StableDiffusionInpaintPipeline,
+        "img2img": StableDiffusionXLImg2ImgPipeline if xl else StableDiffusionImg2ImgPipeline,
+        "instruct": StableDiffusionInstructPix2PixPipeline,
+    }[purpose]
+    vocab, merges = checkpoints.tokenizer_files()
+    tokenizers = {}
+    for name in ("tokenizer", "tokenizer_2"):
+        if (config / name).is_dir():
+            settings = json.loads((config / name / "tokenizer_config.json").read_text(encoding="utf-8"))
+            settings.pop("tokenizer_class", None)
+            tokenizers[name] = CLIPTokenizer(str(vocab), str(merges), **settings)
+    extra: dict[str, Any] = {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if sum(name.startswith("model_ema.diffusion_model") for name in shapes) > 100:
+        # The file carries the EMA copy of the UNet besides the trained one (instruct-pix2pix-00-22000 as
+        # published): its authors sample with the EMA weights (use_ema in their generate.yaml), so take those.
+        extra["extract_ema"] = True
+    return cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True, **tokenizers, **extra)
 
 
 # ---- schedulers -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engines import catalog, folders, imaging, sources
+from engines import catalog, checkpoints, folders, imaging, sources
 from engines.api import CancelToken, InputError, ModelStatus
 from engines.diffae import directions
 
@@ -102,6 +102,10 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
                            preset.title if preset else source.location, preset.licence if preset else "",
                            preset.download_bytes if preset else 0, preset.components if preset else ())
     path = Path(source.location)
+    if source.kind == "file" and path.suffix.lower() == ".safetensors":
+        kind = checkpoints.describe(path)
+        return ModelStatus(name, "file", source.location, kind.usable, str(path), catalog.disk_bytes(path), f"{path.name} ({kind.title})",
+                           tasks=kind.tasks, unusable="" if kind.usable else checkpoints.refusal(path, "inpaint") or "")
     return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
 
 

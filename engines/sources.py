@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from engines import checkpoints
 from engines.api import InputError, ModelUnavailable
 
 # A hub call must never hang the app: bound the metadata and download timeouts (seconds)
@@ -93,8 +94,9 @@ class ModelSource:
         return self.location if self.kind == "hub" else Path(self.location).name
 
 
-def resolve_source(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelSource:
-    """Decide what `model` names, without loading anything. Raises ModelUnavailable for bad paths.
+def resolve_source(model: str, allow_pickle: tuple[str, ...] = (), purpose: str | None = None) -> ModelSource:
+    """Decide what `model` names, without loading anything. Raises ModelUnavailable for bad paths,
+    and, given the pipeline `purpose`, for a single checkpoint file that cannot serve it.
 
     `model` is a preset id (see resources/models.json), a hub id, a diffusers folder or a single
     weights file. Pickle-based files (.ckpt, .bin, .pt) are refused unless their resolved path is in
@@ -120,6 +122,9 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelSourc
             return ModelSource("file", str(path))
         if suffix != ".safetensors":
             raise ModelUnavailable(f"{path.name} is not a model file Sandcastle can load (use a .safetensors file or a diffusers folder).")
+        refused = checkpoints.refusal(path, purpose) if purpose else None
+        if refused:
+            raise ModelUnavailable(refused)
         return ModelSource("file", str(path))
     if "/" not in model and not model.startswith((".", "~")):
         for p in presets():

@@ -176,92 +176,88 @@ def write_taesd(folder: str | Path, seed: int = 0) -> Path:
 # ---- single-file checkpoints ------------------------------------------------------------------
 
 
-def _ldm_unet_keys(config: dict) -> list[tuple[str, str]]:
-    """(diffusers prefix, original-SD prefix) pairs for a UNet of any depth, in the original
-    Stable Diffusion layout: input_blocks / middle_block / output_blocks numbered as its code does."""
-    pairs = []
-    per = config["layers_per_block"] + 1
-    blocks = len(config["block_out_channels"])
-    for i, kind in enumerate(config["down_block_types"]):
-        for j in range(config["layers_per_block"]):
-            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{per * i + j + 1}.0."))
-            if kind.startswith("CrossAttn"):
-                pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{per * i + j + 1}.1."))
-        if i < blocks - 1:
-            pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{per * (i + 1)}.0.op."))
-    for i, kind in enumerate(config["up_block_types"]):
-        attention = kind.startswith("CrossAttn")
-        for j in range(per):
-            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{per * i + j}.0."))
-            if attention:
-                pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{per * i + j}.1."))
-        if i < blocks - 1:
-            pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{per * i + per - 1}.{2 if attention else 1}."))
-    pairs += [("mid_block.resnets.0.", "middle_block.0."), ("mid_block.attentions.0.", "middle_block.1."), ("mid_block.resnets.1.", "middle_block.2.")]
-    return pairs
+def read_layout(path: str | Path) -> list[tuple[str, str, tuple[int, ...]]]:
+    """A checkpoint key layout (tests/data/single_file/*.txt: `KEY DTYPE SHAPE` per line)."""
+    import ast
+
+    entries = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            key, dtype, shape = line.split(" ", 2)
+            entries.append((key, dtype, tuple(ast.literal_eval(shape))))
+    return entries
 
 
-_UNET_TOP = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.", "conv_in.": "input_blocks.0.0.",
-             "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
-_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "norm2.": "out_layers.0.", "conv2.": "out_layers.3.",
-           "time_emb_proj.": "emb_layers.1.", "conv_shortcut.": "skip_connection."}
+_DTYPES = {"F16": "float16", "F32": "float32", "I64": "int64", "I32": "int32"}
 
 
-def _to_ldm_unet(state: dict, config: dict) -> dict:
-    out = {}
-    pairs = _ldm_unet_keys(config)
-    for key, value in state.items():
-        new = next((key.replace(a, b, 1) for a, b in _UNET_TOP.items() if key.startswith(a)), None)
-        if new is None:
-            prefix, ldm = next((a, b) for a, b in pairs if key.startswith(a))
-            rest = key[len(prefix):]
-            if ".resnets." in prefix:
-                rest = next((rest.replace(a, b, 1) for a, b in _RESNET.items() if rest.startswith(a)), rest)
-            new = ldm + rest
-        out["model.diffusion_model." + new] = value
-    return out
+def _real_buffers(key: str, shape: tuple[int, ...]):
+    """The values real releases carry for bookkeeping tensors (CLIP's position ids, the DDPM schedule,
+    the EMA's decay, CLIP's logit scale), so a built file looks like a real one to a loader."""
+    import numpy as np
+
+    if key.endswith("position_ids"):
+        return np.arange(shape[-1]).reshape(shape)
+    if key == "model_ema.decay":
+        return np.array(0.9999)
+    if key == "model_ema.num_updates":
+        return np.array(0)
+    if key.endswith("logit_scale"):
+        return np.array(np.log(1 / 0.07))
+    if "." in key or shape != (1000,):
+        return None
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2  # SD's "scaled_linear" schedule
+    alphas = 1 - betas
+    cumprod = np.cumprod(alphas)
+    previous = np.append(1.0, cumprod[:-1])
+    posterior_variance = betas * (1 - previous) / (1 - cumprod)
+    return {
+        "betas": betas, "alphas_cumprod": cumprod, "alphas_cumprod_prev": previous, "sqrt_alphas_cumprod": np.sqrt(cumprod),
+        "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - cumprod), "log_one_minus_alphas_cumprod": np.log(1 - cumprod),
+        "sqrt_recip_alphas_cumprod": np.sqrt(1 / cumprod), "sqrt_recipm1_alphas_cumprod": np.sqrt(1 / cumprod - 1),
+        "posterior_variance": posterior_variance, "posterior_log_variance_clipped": np.log(np.maximum(posterior_variance, 1e-20)),
+        "posterior_mean_coef1": betas * np.sqrt(previous) / (1 - cumprod),
+        "posterior_mean_coef2": (1 - previous) * np.sqrt(alphas) / (1 - cumprod),
+    }.get(key)
 
 
-def _to_ldm_vae(state: dict, config: dict) -> dict:
-    out = {}
-    blocks = len(config["block_out_channels"])
-    attention = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
-    for key, value in state.items():
-        new = key.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
-        for part in ("encoder", "decoder"):
-            for i in range(blocks):
-                up = blocks - 1 - i  # the original numbers decoder blocks from the bottom
-                new = new.replace(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.")
-                new = new.replace(f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
-                new = new.replace(f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{up}.block.")
-                new = new.replace(f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{up}.upsample.")
-            new = new.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.").replace(f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.")
-        if ".mid_block.attentions.0." in new:
-            new = new.replace(".mid_block.attentions.0.", ".mid.attn_1.")
-            head, _, tail = new.partition(".mid.attn_1.")
-            tail = next((tail.replace(a, b, 1) for a, b in attention.items() if tail.startswith(a)), tail)
-            new = f"{head}.mid.attn_1.{tail}"
-            if value.ndim == 2:  # linear in diffusers, 1×1 convolution in the original
-                value = value.reshape(*value.shape, 1, 1)
-        out["first_stage_model." + new] = value
-    return out
+def write_checkpoint_from_layout(layout: str | Path, out: str | Path, random: bool = False, seed: int = 0,
+                                 marks: dict[str, float] | None = None) -> Path:
+    """A single-file checkpoint at real structure, from a key layout: every tensor of a real release,
+    written one at a time (never the whole model in memory).
 
+    Weights are zeros (left as holes: a sparse file, seconds for any size) or, with `random`, small
+    normal values N(0, 0.02). Bookkeeping tensors get their real values. `marks` fills the named
+    tensors with one value each, so a test can see where the loader put them."""
+    import struct
 
-def write_single_file(model_folder: str | Path, out: str | Path) -> Path:
-    """Write an SD 1.x diffusers folder (from write_model) as one original-layout .safetensors
-    checkpoint, the format people download from model sites, to test single-file loading."""
-    from safetensors.torch import load_file, save_file
+    import numpy as np
 
-    folder, out = Path(model_folder), Path(out)
-    unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    vae_config = json.loads((folder / "vae" / "config.json").read_text())
-    state = {}
-    state.update(_to_ldm_unet(load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")), unet_config))
-    state.update(_to_ldm_vae(load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")), vae_config))
-    text = load_file(str(folder / "text_encoder" / "model.safetensors"))
-    # The original layout names CLIP's weights text_model.*; transformers 5 saves them without that prefix.
-    state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v for k, v in text.items()})
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    out = Path(out)
+    marks = marks or {}
+    entries = read_layout(layout)
+    header, offset = {}, 0
+    for key, dtype, shape in entries:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
+        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    rng = np.random.default_rng(seed)
+    with out.open("wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        start = f.tell()
+        for key, dtype, shape in entries:
+            begin, end = header[key]["data_offsets"]
+            value = _real_buffers(key, shape)
+            if key in marks:
+                value = np.full(shape, marks[key])
+            elif value is None and random and dtype in ("F16", "F32"):
+                value = rng.standard_normal(shape, dtype=np.float32) * 0.02
+            if value is not None:
+                f.seek(start + begin)
+                f.write(np.ascontiguousarray(value, dtype=_DTYPES[dtype]).tobytes())
+        f.truncate(start + offset)
     return out
 
 

@@ -64,7 +64,7 @@ class UncropEngine:
                 f"The extended picture would be {new_w}×{new_h} pixels, more than the limit of {p['max_side']} on a side; "
                 "extend less or raise Largest side."
             )
-        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle)
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle, purpose="inpaint")
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()

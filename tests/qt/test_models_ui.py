@@ -115,6 +115,35 @@ def test_models_dialog_lists_presets_adds_local_models_and_chooses_per_task(qtbo
     assert saved.model_for("inpaint") == folder and len(saved["local_models"]) == 2
 
 
+def test_models_dialog_says_what_a_single_file_is_and_offers_it_only_for_its_tasks(qtbot, fresh_window, tmp_path):
+    from pathlib import Path
+
+    from editor.models_dialog import ModelsDialog
+    from engines import testing
+
+    layouts = Path(__file__).resolve().parent.parent / "data" / "single_file"
+    inpainting = str(testing.write_checkpoint_from_layout(layouts / "sd15-inpaint.txt", tmp_path / "my-inpainting.safetensors"))
+    lora_layout = tmp_path / "lora.txt"
+    lora_layout.write_text("lora_unet_mid_block_attentions_0_proj_in.lora_down.weight F16 (4, 1280)\n")
+    lora = str(testing.write_checkpoint_from_layout(lora_layout, tmp_path / "my-style.safetensors"))
+
+    win = fresh_window
+    dialog = ModelsDialog(win.settings, win.generation, win)
+    qtbot.addWidget(dialog)
+    assert dialog.add_local(inpainting)
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 0).text() == "my-inpainting.safetensors"
+    assert dialog.table.item(row, 1).text() == "inpaint, uncrop" and dialog.table.item(row, 2).text() == "Installed"
+    assert dialog.task_combos["inpaint"].findData(inpainting) >= 0 and dialog.task_combos["colorize"].findData(inpainting) < 0
+
+    assert dialog.add_local(lora)  # listed, so the person sees what it is
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 2).text() == ("Cannot be used: my-style.safetensors is a LoRA, which Sandcastle cannot use: "
+                                                "a LoRA adds to a model and cannot paint alone; choose a whole SD checkpoint.")
+    assert dialog.message.text().startswith("my-style.safetensors is a LoRA")
+    assert all(combo.findData(lora) < 0 for combo in dialog.task_combos.values())
+
+
 def test_models_dialog_downloads_and_deletes(qtbot, fresh_window, hub, monkeypatch):
     from editor.models_dialog import ModelsDialog
 

@@ -24,7 +24,8 @@ def test_presets_cover_every_task_and_name_size_and_licence():
     presets = sources.presets()
     ids = {p.id for p in presets}
     assert {"sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "sd15", "instruct-pix2pix", "taesd", "taesdxl",
-            "controlnet-brightness", "diffae-ffhq256"} <= ids
+            "diffae-ffhq256"} <= ids
+    assert not any(p.architecture.startswith("controlnet") for p in presets)  # nothing uses one: none is offered
     for p in presets:
         assert p.licence and p.description and p.download_bytes > 0
         assert p.hub_id or p.manual  # where there is no hub copy, the preset says how to get it
@@ -40,6 +41,9 @@ def test_only_safetensors_and_half_precision_when_offered():
         "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors", "vae/config.json",
         "vae/diffusion_pytorch_model.safetensors",
     ]
+    # TAESD's repository keeps its encoder and decoder a second time for other tools: the previewer reads one file.
+    taesd = ["config.json", "diffusion_pytorch_model.safetensors", "taesd_decoder.safetensors", "taesd_encoder.safetensors", "README.md"]
+    assert catalog.wanted(taesd, ()) == ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
 def test_download_reports_byte_progress_and_installs(hub):

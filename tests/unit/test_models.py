@@ -153,29 +153,3 @@ def test_cache_evicts_least_recently_used_over_its_byte_budget(model_dir):
     assert cache.put(("c",), entry(c), budget) == [("b",)]
     assert cache.keys() == [("a",), ("c",)]
     assert cache.bytes_on("cpu") == size["a"] + size["c"] <= budget
-
-
-def test_single_file_checkpoint_loads_with_the_presets_configuration(hub, model_dir, tmp_path):
-    """A one-file checkpoint in the original SD layout (as model sites ship them), its configuration
-    taken from the installed preset it matches (SD 1.5 inpainting, served here by the local hub)."""
-    from engines import catalog, testing
-
-    preset = sources.preset("sd15-inpaint")
-    hub.add_folder(preset.hub_id, model_dir("inpaint"))
-    catalog.download(preset.hub_id, preset.components, endpoint=hub.url)
-    checkpoint = testing.write_single_file(model_dir("inpaint"), tmp_path / "my-inpaint.safetensors")
-    assert sources.resolve_source(str(checkpoint)).kind == "file"
-
-    from_file = models.load_pipeline("inpaint", str(checkpoint), torch.device("cpu"), torch.float32)
-    from_folder = models.load_pipeline("inpaint", str(model_dir("inpaint")), torch.device("cpu"), torch.float32)
-    assert from_file.unet_channels == 9 and from_file.family == "sd"
-    for name in ("unet", "vae", "text_encoder"):
-        a, b = getattr(from_folder.pipe, name).state_dict(), getattr(from_file.pipe, name).state_dict()
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k].reshape(a[k].shape)) for k in a), name
-
-
-def test_single_file_architecture_is_read_from_its_keys():
-    assert models.single_file_architecture({"model.diffusion_model.out.2.weight", "cond_stage_model.transformer.text_model.x"}) == "sd15"
-    assert models.single_file_architecture({"cond_stage_model.model.transformer.resblocks.0.ln_1.weight"}) == "sd2"
-    assert models.single_file_architecture({"conditioner.embedders.1.model.ln_final.weight"}) == "sdxl"
