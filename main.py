@@ -46,7 +46,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--negative", default="")
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--strength", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 25; attributes: the rendering steps, default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="hub id, local diffusers folder or .safetensors file")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
@@ -145,6 +145,8 @@ def run_headless(argv: list[str]) -> int:
             params["attributes"] = ",".join(args.attribute)
         if args.region:
             params.update(parse_region(args.region))
+        if task is Task.ATTRIBUTES and args.steps is not None:
+            params.setdefault("render_steps", args.steps)
         model = args.model
         if args.demo and model is None:
             from engines.services import demo_model
@@ -153,7 +155,7 @@ def run_headless(argv: list[str]) -> int:
         hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
         request = Request(
             task=task, image=image, mask=mask, hints=hints, prompt=args.prompt, negative_prompt=args.negative,
-            guidance_scale=args.guidance, strength=args.strength, steps=args.steps, seed=args.seed, model=model,
+            guidance_scale=args.guidance, strength=args.strength, steps=25 if args.steps is None else args.steps, seed=args.seed, model=model,
             device=args.device, dtype=args.dtype, params=params, compile=args.compile,
         )
         engine.check(request)
@@ -169,6 +171,7 @@ def run_headless(argv: list[str]) -> int:
                 say(step.stage)
                 return
             stage = f"pass {step.pass_index}/{step.passes} " if step.passes > 1 else ""
+            stage += f"{step.phase.lower()}: " if step.phase else ""
             say(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s")
             picture = step.picture() if previews is not None else None  # made here: the CLI writes every step anyway
             if picture is not None:

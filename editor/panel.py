@@ -301,10 +301,11 @@ class GeneratePanel(QWidget):
         self.generate.setEnabled(not self._busy and self.spec is not None)
         self.cancel.setEnabled(self._busy)
 
-    def show_step(self, step: int, total: int, seconds: float, pass_index: int = 1, passes: int = 1) -> None:
+    def show_step(self, step: int, total: int, seconds: float, pass_index: int = 1, passes: int = 1, phase: str = "") -> None:
         self.progress.setRange(0, total * passes)
         self.progress.setValue((pass_index - 1) * total + step)
         stage = f"Pass {pass_index}/{passes} · " if passes > 1 else ""
+        stage += f"{phase} · " if phase else ""
         self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step")
 
     def show_stage(self, text: str) -> None:

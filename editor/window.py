@@ -99,7 +99,7 @@ class MainWindow(QMainWindow):
         g.engineReady.connect(self._on_engine_ready)
         g.busyChanged.connect(panel.set_busy)
         g.stepped.connect(lambda job_id, s: panel.show_stage(s.stage) if s.stage else panel.show_step(s.step, s.total, s.seconds_per_step,
-                                                                                                     s.pass_index, s.passes))
+                                                                                                     s.pass_index, s.passes, s.phase))
         g.preview.connect(lambda job_id, image, s: canvas.show_preview(image, s.box, s.offset, keep=s.passes > 1))
         g.overlayCleared.connect(canvas.clear_preview)
         g.versionShown.connect(canvas.show_preview)

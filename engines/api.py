@@ -164,6 +164,7 @@ class StepPreview:
     offset: tuple[int, int] = (0, 0)  # where the input's top-left corner lies in the result (uncrop)
     render: Callable[[], np.ndarray] | None = None  # makes the RGB uint8 picture of this step, off the denoising thread
     stage: str = ""  # before step 1: what takes time first (compiling), shown instead of the step count
+    phase: str = ""  # for engines whose steps come in different kinds (DiffAE: encoding, then rendering): shown before the count
 
     def picture(self) -> np.ndarray | None:
         """The step's picture: `image`, else made now by `render`; None for steps without one."""

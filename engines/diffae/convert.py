@@ -1,8 +1,13 @@
 """Converters for the official DiffAE checkpoints (PyTorch Lightning `.ckpt` files) to safetensors.
 
-No pickled code runs: checkpoints are read with torch.load(weights_only=True), PyTorch's
-restricted unpickler, which accepts tensors and plain containers only and refuses any other
-Python object (the official checkpoints store their hyper-parameters as plain JSON-like values).
+No pickled code runs. A checkpoint is first read with torch.load(weights_only=True), PyTorch's
+restricted unpickler, which accepts tensors and plain containers only. The official files were
+written by pytorch-lightning 1.4, which also pickled references to its own classes (the callback
+states are keyed by the callback's class; the hyper-parameters are an AttributeDict), so for those
+a second restricted unpickler is used: it resolves the globals PyTorch's weights-only mode allows,
+turns an allow-list of known Lightning and omegaconf names into inert placeholders (nothing is
+imported, nothing of theirs is called; they only hold the data pickled with them), and refuses every
+other global. An archive that would unpack to far more than its own size is refused before reading.
 
 - the autoencoder: the EMA weights, the keys under `ema_model.` with that prefix removed;
 - the attribute classifier (ffhq256_autoenc_cls): a linear layer 512 → 40 over z_sem normalised by
@@ -16,24 +21,107 @@ from pathlib import Path
 
 import torch
 
-from engines.api import InputError
+from engines.api import InputError, ModelUnavailable
+from engines.checkpoints import check_archive_size
 
 EMA_PREFIX = "ema_model."
+
+# Classes pytorch-lightning 1.x and omegaconf pickle into a training checkpoint beside the weights.
+PLACEHOLDER_NAMES = frozenset({
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "pytorch_lightning.callbacks.progress.ProgressBar",
+    "pytorch_lightning.callbacks.progress.tqdm_progress.TQDMProgressBar",
+    "pytorch_lightning.callbacks.gpu_stats_monitor.GPUStatsMonitor",
+    "pytorch_lightning.trainer.states.TrainerFn",
+    "pytorch_lightning.trainer.states.RunningStage",
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata",
+    "omegaconf.nodes.AnyNode",
+    "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode",
+    "omegaconf.nodes.FloatNode",
+    "omegaconf.nodes.BooleanNode",
+})
+
+
+class Inert:
+    """Stands in for a pickled Lightning or omegaconf object: keeps the data it was pickled with and
+    runs nothing of the original class (which is never imported)."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.__dict__["pickled_arguments"] = args
+
+    def __setstate__(self, state) -> None:
+        self.__dict__["pickled_state"] = state
+
+
+class InertDict(dict):
+    """Stands in for a dict subclass (Lightning's AttributeDict): its items, nothing else."""
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+_PLACEHOLDERS: dict[str, type] = {}
+
+
+def placeholder(full_name: str) -> type:
+    """One inert class per allowed name, so different callbacks stay different dict keys."""
+    if full_name not in _PLACEHOLDERS:
+        base = InertDict if full_name.endswith("AttributeDict") else Inert
+        _PLACEHOLDERS[full_name] = type(full_name.rsplit(".", 1)[1], (base,), {"__module__": "sandcastle.inert", "original": full_name})
+    return _PLACEHOLDERS[full_name]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        full_name = f"{module}.{name}"
+        allowed = _get_allowed_globals()  # tensors, storages, dtypes, OrderedDict…: what weights_only=True accepts
+        if full_name in allowed:
+            return allowed[full_name]
+        if full_name in PLACEHOLDER_NAMES:
+            return placeholder(full_name)
+        raise pickle.UnpicklingError(f"global '{full_name}' is not allowed")
+
+
+class restricted_pickle:  # the pickle_module torch.load takes: its Unpickler is the restricted one
+    Unpickler = RestrictedUnpickler
+    __name__ = "sandcastle_restricted_pickle"
+
+    @staticmethod
+    def load(file, **kwargs):
+        return RestrictedUnpickler(file, **kwargs).load()
 
 
 def read_checkpoint(path: str | Path) -> dict:
     name = Path(path).name
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        check_archive_size(path)
+        try:
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # a Lightning checkpoint's class references: the second restricted reader
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except FileNotFoundError:
         raise InputError(f"There is no checkpoint called {name}.") from None
+    except ModelUnavailable as exc:
+        raise InputError(str(exc)) from None
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{name} carries pickled Python objects besides weights, which could run code; it was refused "
             f"({str(exc).splitlines()[-1][:160]})."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"{name} could not be read as a PyTorch checkpoint ({str(exc).splitlines()[0][:160]}).") from None
+    except Exception as exc:  # a damaged file: zip, pickle or tensor data that does not hold together
+        raise InputError(f"{name} could not be read as a PyTorch checkpoint ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}).") from None
     if not isinstance(checkpoint, dict):
         raise InputError(f"{name} is not a checkpoint dictionary.")
     return checkpoint.get("state_dict", checkpoint)

@@ -12,8 +12,9 @@ Two parts:
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -35,6 +36,48 @@ class DiffAEConfig:
 
 
 FFHQ256 = DiffAEConfig()
+MAX_PARAMETERS = 2_000_000_000  # FFHQ-256 has 160 M; the largest official model (FFHQ-256 is the biggest released) is far below this
+
+
+def config_from_json(text: str, origin: str = "config.json") -> DiffAEConfig:
+    """A DiffAEConfig from a folder's config.json, checked before any weight is allocated: known keys,
+    whole numbers in sane ranges, and a network of at most MAX_PARAMETERS (counted on the meta device).
+    Raises ValueError with one sentence."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{origin} is not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{origin} must hold an object of settings.")
+    known = {f.name: f for f in fields(DiffAEConfig)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{origin} has settings DiffAE does not know: {', '.join(unknown)}.")
+
+    def whole(name: str, value, low: int, high: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"{origin}: {name} must be a whole number from {low} to {high}, not {value!r}.")
+        return value
+
+    values: dict = {}
+    for name, value in raw.items():
+        if name in ("channel_mult", "encoder_channel_mult", "attention_resolutions"):
+            if not isinstance(value, list) or not 1 <= len(value) <= 8:
+                raise ValueError(f"{origin}: {name} must be a list of 1 to 8 whole numbers, not {value!r}.")
+            values[name] = tuple(whole(name, v, 1, 1024 if name == "attention_resolutions" else 16) for v in value)
+        else:
+            values[name] = whole(name, value, 1, 4096)
+    config = DiffAEConfig(**values)
+    if config.channels % config.groups:
+        raise ValueError(f"{origin}: channels ({config.channels}) must be a multiple of groups ({config.groups}).")
+    if config.image_size % 2 ** (len(config.encoder_channel_mult) - 1):
+        raise ValueError(f"{origin}: image_size {config.image_size} cannot be halved {len(config.encoder_channel_mult) - 1} times.")
+    with torch.device("meta"):
+        count = sum(p.numel() for p in DiffAE(config).parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{origin} describes a network of {count / 1e9:.1f} billion parameters; a DiffAE has well under "
+                         f"{MAX_PARAMETERS / 1e9:.0f} billion.")
+    return config
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -150,7 +150,7 @@ def test_colorize_headless_with_hints(files, photo):
 
 def test_attributes_headless(files):
     done = sandcastle("run", "attributes", "--image", files / "photo.png", "--attribute", "Smiling=0.3", "--attribute", "Young=-0.2",
-                      "--region", "100,20,256", "--steps", "5", "--param", "inversion_steps=20", "--demo", "--out", files / "smile.png")
+                      "--region", "100,20,256", "--steps", "5", "--param", "inversion_steps=20", "--param", "alignment=square", "--demo", "--out", files / "smile.png")
     assert done.returncode == 0, done.stderr
     out, original = np.asarray(Image.open(files / "smile.png")), np.asarray(Image.open(files / "photo.png"))
     assert out.shape == original.shape and np.array_equal(out[300:], original[300:])

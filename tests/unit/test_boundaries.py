@@ -111,7 +111,10 @@ def test_the_editors_services_need_no_torch(model_dir, tmp_path):
 
     Image.fromarray(np.full((30, 20, 3), 120, np.uint8)).save(tmp_path / "photo.png")
     Image.fromarray(np.zeros((30, 20), np.uint8)).save(tmp_path / "mask.png")
-    (tmp_path / "weights.safetensors").write_bytes(b"")
+    from engines import testing
+
+    layout = Path(__file__).resolve().parent.parent / "data" / "single_file" / "sd15.txt"
+    testing.write_checkpoint_from_layout(layout, tmp_path / "weights.safetensors")  # a real SD 1.5 header (zeros: a sparse file)
     (tmp_path / "diffae").mkdir()
     (tmp_path / "diffae" / "autoencoder.safetensors").write_bytes(b"")
     directions.save_direction(tmp_path / "sliders", "Freckles", torch.ones(16) / 4, 2, 2, "model")

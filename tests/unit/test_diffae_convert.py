@@ -77,3 +77,92 @@ def test_command_line(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "convert-diffae", str(tmp_path / "nope.ckpt"), str(tmp_path / "x")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no checkpoint called nope.ckpt" in done.stderr
+
+
+LIGHTNING_LIKE = '''
+import pathlib
+MARKER = pathlib.Path({marker!r})
+MARKER.touch()  # importing this module leaves a trace: it must not be imported when converting
+
+
+class AttributeDict(dict):
+    def __setstate__(self, state):
+        MARKER.touch()
+
+
+class ModelCheckpoint:
+    def __init__(self):
+        self.monitor = "loss"
+
+    def __setstate__(self, state):
+        MARKER.touch()
+'''
+
+WRITE_CHECKPOINT = '''
+import sys, torch
+from pytorch_lightning.utilities.parsing import AttributeDict
+from pytorch_lightning.callbacks.model_checkpoint import ModelCheckpoint
+state = torch.load(sys.argv[1])
+hyper = AttributeDict(conf={{"net_ch": 32, "T": 1000}})
+checkpoint = {{"epoch": 3, "global_step": 12000, "pytorch-lightning_version": "1.4.5", "state_dict": state,
+              "callbacks": {{ModelCheckpoint: {{"monitor": "loss", "best_model_score": torch.tensor(0.1)}}}},
+              "hparams_name": "conf", "hyper_parameters": hyper, "optimizer_states": [], "lr_schedulers": [],
+              {extra}}}
+torch.save(checkpoint, sys.argv[2])
+'''
+
+
+def lightning_1_4_checkpoint(tmp_path, state, marker, extra=""):
+    """A checkpoint pickled from classes at pytorch-lightning's real paths, in a package that exists only
+    while writing it (as the official files were written by Lightning 1.4)."""
+    package = tmp_path / "fake-lightning"
+    for folder in ("pytorch_lightning", "pytorch_lightning/utilities", "pytorch_lightning/callbacks"):
+        (package / folder).mkdir(parents=True, exist_ok=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "pytorch_lightning/utilities/parsing.py").write_text(LIGHTNING_LIKE.format(marker=str(marker)))
+    (package / "pytorch_lightning/callbacks/model_checkpoint.py").write_text(LIGHTNING_LIKE.format(marker=str(marker)))
+    (package / "elsewhere.py").write_text(LIGHTNING_LIKE.format(marker=str(marker)).replace("class AttributeDict", "class Thing"))
+    torch.save(state, tmp_path / "state.pt")
+    done = subprocess.run([sys.executable, "-c", WRITE_CHECKPOINT.format(extra=extra), str(tmp_path / "state.pt"), str(tmp_path / "last.ckpt")],
+                          env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()  # the fake Lightning really was imported while writing
+    marker.unlink()
+    return tmp_path / "last.ckpt"
+
+
+def test_a_lightning_1_4_checkpoint_converts_without_importing_or_calling_lightning(tmp_path):
+    torch.manual_seed(0)
+    original = DiffAE(TINY)
+    marker = tmp_path / "lightning-ran"
+    state = lightning_checkpoint(original.state_dict())["state_dict"]
+    checkpoint = lightning_1_4_checkpoint(tmp_path, state, marker)
+    with pytest.raises(Exception):  # weights_only alone refuses it: the class references are what the second reader is for
+        torch.load(str(checkpoint), weights_only=True)
+
+    assert convert(checkpoint, tmp_path / "diffae.safetensors") == "autoencoder"
+    assert not marker.exists() and "pytorch_lightning" not in sys.modules
+    loaded = load_file(str(tmp_path / "diffae.safetensors"))
+    assert all(torch.equal(loaded[k], v) for k, v in original.state_dict().items())
+
+
+def test_a_lightning_checkpoint_naming_any_other_class_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    checkpoint = lightning_1_4_checkpoint(tmp_path, {"ema_model.w": torch.zeros(2)}, marker,
+                                          extra='"loops": __import__("elsewhere").Thing()')
+    with pytest.raises(InputError, match="global 'elsewhere.Thing' is not allowed"):
+        convert(checkpoint, tmp_path / "out.safetensors")
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_checkpoint_that_would_inflate_far_beyond_its_size_is_refused_before_reading(tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.ckpt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as member:
+            for _ in range(256):
+                member.write(bytes(1024 * 1024))  # 256 MiB of zeros, a few hundred KB compressed
+    assert bomb.stat().st_size < 2_000_000
+    with pytest.raises(InputError, match="would unpack to 268,435,456"):
+        convert(bomb, tmp_path / "out.safetensors")

@@ -3,9 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from engines import registry, testing
+from engines import imaging, registry, testing
 from engines.api import CancelToken, Cancelled, InputError, ModelUnavailable, Request, Task
 from engines.diffae import sampling
 from engines.diffae.engine import ATTRIBUTES, parse_attributes
@@ -23,23 +22,6 @@ def face(photo):
 
 def psnr(a, b, peak):
     return 10 * math.log10(peak**2 / float(((a - b) ** 2).mean()))
-
-
-def test_ddim_inversion_then_decoding_returns_the_input(face):
-    """Deterministic DDIM inversion is a first-order method: run back with the same z_sem it returns
-    the input up to an error proportional to the step size. So the tolerance is justified by the
-    method itself: doubling the steps must halve the error (within 30 %), and at 200 steps in
-    float64 the round trip must reach 25 dB."""
-    model = testing.build_diffae().double().eval()
-    x = sampling.to_tensor(np.asarray(Image.fromarray(face).resize((32, 32), Image.LANCZOS)), torch.float64, torch.device("cpu"))
-    z = model.encoder(x)
-    errors = {}
-    for steps in (50, 100, 200):
-        back = sampling.decode(model, sampling.invert(model, x, z, steps), z, steps, clip=False)
-        errors[steps] = float((back - x).abs().max())
-    assert 1.4 < errors[50] / errors[100] < 2.6 and 1.4 < errors[100] / errors[200] < 2.6, errors
-    back = sampling.decode(model, sampling.invert(model, x, z, 200), z, 200, clip=False)
-    assert psnr(back.numpy(), x.numpy(), 2.0) > 25
 
 
 def test_direction_arithmetic_matches_a_hand_computation():
@@ -66,8 +48,9 @@ def test_attribute_names_are_checked():
 
 
 def request(photo, folder, **params):
-    return Request(Task.ATTRIBUTES, photo, None, steps=10, model=str(folder),
-                   params={"region_x": 100, "region_y": 20, "region_size": 256, "inversion_steps": 20, **params})
+    return Request(Task.ATTRIBUTES, photo, None, model=str(folder),
+                   params={"alignment": "square", "region_x": 100, "region_y": 20, "region_size": 256, "inversion_steps": 20,
+                           "render_steps": 10, **params})
 
 
 def test_region_edit_keeps_everything_outside_the_region(diffae_folder, photo):
@@ -78,7 +61,11 @@ def test_region_edit_keeps_everything_outside_the_region(diffae_folder, photo):
     outside[20:276, 100:356] = False
     assert np.array_equal(result.image[outside], photo[outside])
     assert not np.array_equal(result.image[60:240, 140:320], photo[60:240, 140:320])
-    assert [s.step for s in steps] == list(range(1, 11)) and steps[0].box == (100, 20, 256, 256)
+    # Encoding is counted too (it is most of the wait), then every rendering step shows a picture.
+    assert [(s.phase, s.step, s.total) for s in steps] == ([("Encoding the face", i, 20) for i in range(1, 21)]
+                                                           + [("Rendering", i, 10) for i in range(1, 11)])
+    assert all(s.box == (100, 20, 256, 256) for s in steps)
+    assert all(s.picture() is None for s in steps[:20]) and all(s.picture().shape == (256, 256, 3) for s in steps[20:])
 
 
 def test_several_attributes_at_once_and_the_codes_are_cached(diffae_folder, photo):
@@ -95,16 +82,21 @@ def test_several_attributes_at_once_and_the_codes_are_cached(diffae_folder, phot
     assert not np.array_equal(a.image, b.image)
 
 
-def test_zero_amounts_reproduce_the_input(diffae_folder, photo):
-    """Reported PSNR: with all amounts 0 the region comes back from the tiny model (32-pixel
-    model size, so most of the loss is the scaling down and up) at this level or better."""
+def test_zero_amounts_render_the_unmoved_codes(diffae_folder, photo):
+    """With every amount 0 the region is the official round trip of the face (encode, invert, decode with
+    the same z), nothing else. How close that comes to the photo depends on the weights: the official
+    sampler clips x0 and ends inversion at ᾱ = 0, which only a trained model undoes well (the PSNR of the
+    random tiny model is printed, not asserted; tests/unit/test_diffae_reference.py checks the sampler)."""
     engine = registry.get("attributes")
     result = engine.run(request(photo, diffae_folder, inversion_steps=100), lambda s: None, CancelToken()).image
+    model, _ = engine._load(str(diffae_folder), torch.device("cpu"), torch.float32)
     region = np.s_[20:276, 100:356]
-    small = np.asarray(Image.fromarray(np.asarray(Image.fromarray(photo[region]).resize((32, 32), Image.LANCZOS))).resize((256, 256), Image.LANCZOS))
-    print(f"PSNR with all amounts 0: {psnr(result[region].astype(float), photo[region].astype(float), 255):.1f} dB "
-          f"(the 32-pixel scaling alone: {psnr(small.astype(float), photo[region].astype(float), 255):.1f} dB)")
-    assert psnr(result[region].astype(float), photo[region].astype(float), 255) > 13
+    x = sampling.to_tensor(imaging.resize(photo[region], (model.cfg.image_size,) * 2), torch.float32, torch.device("cpu"))
+    z = model.encoder(x)
+    by_hand = imaging.resize(sampling.to_image(sampling.decode(model, sampling.invert(model, x, z, 100), z, 10)), (256, 256))
+    inner = np.s_[52:244, 132:324]  # 32 px inside the region's feathered edge the region is the rendering itself
+    assert np.array_equal(result[inner], by_hand[32:224, 32:224])
+    print(f"PSNR with all amounts 0 (random tiny model): {psnr(result[region].astype(float), photo[region].astype(float), 255):.1f} dB")
 
 
 def test_cancel_during_decoding(diffae_folder, photo):
