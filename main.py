@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 COMMANDS = ("run", "demo-model")
@@ -60,7 +61,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extend", metavar="L,T,R,B", help="uncrop: pixels to add on the left, top, right and bottom")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--previews", metavar="DIR", help="write one PNG per denoising step here")
+    parser.add_argument("--previews", metavar="DIR", help="write the picture at every denoising step here, one PNG per step")
     return parser
 
 
@@ -163,8 +164,10 @@ def run_headless(argv: list[str]) -> int:
 
         fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle)
         previews = Path(args.previews) if args.previews else None
+        frames = None
         if previews:
             previews.mkdir(parents=True, exist_ok=True)
+            frames = PreviewFrames(image, result_shape(task, image, engine.spec.values(params)))
 
         def on_step(step) -> None:
             if step.stage:
@@ -173,10 +176,10 @@ def run_headless(argv: list[str]) -> int:
             stage = f"pass {step.pass_index}/{step.passes} " if step.passes > 1 else ""
             stage += f"{step.phase.lower()}: " if step.phase else ""
             say(f"{stage}step {step.step}/{step.total}  {step.seconds_per_step:.2f} s")
-            picture = step.picture() if previews is not None else None  # made here: the CLI writes every step anyway
+            picture = step.picture() if frames is not None else None  # made here: the CLI writes every step anyway
             if picture is not None:
                 name = f"pass-{step.pass_index:02d}-step-{step.step:03d}.png" if step.passes > 1 else f"step-{step.step:03d}.png"
-                imaging.save_image(previews / name, picture)
+                imaging.save_image(previews / name, frames.add(step, picture))
 
         from engines.api import CancelToken
 
@@ -197,6 +200,40 @@ def run_headless(argv: list[str]) -> int:
     except SandcastleError as exc:
         say(f"sandcastle: {exc}")
         return 1
+
+
+def result_shape(task, image, values: dict) -> tuple[int, int]:
+    """(height, width) of the picture a run returns: the input's, grown by the added sides for uncrop."""
+    from engines.api import Task
+
+    height, width = image.shape[:2]
+    if task is Task.UNCROP:
+        return height + values["top"] + values["bottom"], width + values["left"] + values["right"]
+    return height, width
+
+
+class PreviewFrames:
+    """The whole picture at each step, as the window shows it: the input at the result's size (placed
+    at the step's `offset`; the area uncrop adds is black until a pass shows it) with the step's
+    picture scaled into its `box`. Earlier pictures stay under later ones, so the passes of an uncrop
+    add up to the whole new area as they do on the canvas."""
+
+    def __init__(self, image, shape: tuple[int, int]) -> None:
+        self.image = image
+        self.shape = shape
+        self.sheet = None  # made at the first step, which says where the input lies
+
+    def add(self, step, picture):
+        """The frame with `picture`, the step's own picture, placed; valid until the next call."""
+        from PIL import Image
+
+        from engines import imaging
+
+        if self.sheet is None:
+            self.sheet = imaging.embed(self.image, self.shape, step.offset, 0)
+        x, y, w, h = step.box
+        self.sheet[y : y + h, x : x + w] = imaging.resize(picture, (w, h), Image.BILINEAR)  # bilinear, as the canvas scales it
+        return self.sheet
 
 
 def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
@@ -251,6 +288,70 @@ def write_demo_model(argv: list[str]) -> int:
 
 # ---- the window ----------------------------------------------------------------------------------
 
+# The system libraries Qt's X11 (xcb) platform plugin and the Qt GUI libraries under it load, and the
+# Debian/Ubuntu package of each. PySide6 brings Qt itself but none of these; without one, Qt aborts
+# with a message that names no package (libxcb-cursor0 is the one most often missing).
+XCB_LIBRARIES = {
+    "libxcb.so.1": "libxcb1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libX11.so.6": "libx11-6",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libGL.so.1": "libgl1",
+    "libEGL.so.1": "libegl1",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libdbus-1.so.3": "libdbus-1-3",
+}
+
+
+def library_loads(soname: str) -> bool:
+    """Whether the dynamic loader finds `soname`, searching where it will when Qt loads its plugin."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
+
+
+def uses_xcb(environ) -> bool:
+    """Whether Qt will open the window through X11: on Linux with an X display, when asked to, or when
+    nothing is asked for and no Wayland session is around (Qt tries Wayland first in one)."""
+    if not sys.platform.startswith("linux") or not environ.get("DISPLAY"):
+        return False
+    platform = environ.get("QT_QPA_PLATFORM", "")
+    if platform:
+        return platform.split(";")[0].split(":")[0] == "xcb"
+    return not environ.get("WAYLAND_DISPLAY") and environ.get("XDG_SESSION_TYPE") != "wayland"
+
+
+def missing_window_libraries(environ, find_library) -> str | None:
+    """The message naming the packages to install when the X11 window needs system libraries that
+    `find_library` (soname → found) does not find; None when the window can open, or is not on X11."""
+    if not uses_xcb(environ):
+        return None
+    missing = [soname for soname in XCB_LIBRARIES if not find_library(soname)]
+    if not missing:
+        return None
+    packages = " ".join(XCB_LIBRARIES[soname] for soname in missing)
+    return (f"sandcastle: the window needs system libraries that are not installed ({', '.join(missing)}); "
+            f"on Debian or Ubuntu install them with: sudo apt-get install {packages}")
+
 
 def build(argv: list[str]):
     """The whole app's main window for these command-line arguments, without entering the event loop.
@@ -265,12 +366,20 @@ def build(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Newer diffusers (huggingface/diffusers#14205) renamed from_pretrained's torch_dtype to dtype and warn
+    # on every model load; the oldest we support (0.38) knows only torch_dtype, which engines.models passes.
+    warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning, module="diffusers")
     if argv and argv[0] == "run":
         return run_headless(argv[1:])
     if argv and argv[0] == "demo-model":
         return write_demo_model(argv[1:])
     if argv and argv[0] == "convert-diffae":
         return convert_diffae(argv[1:])
+    gui_parser().parse_args(argv)  # --help and bad arguments end here, before any Qt object exists: they need no display
+    problem = missing_window_libraries(os.environ, library_loads)
+    if problem:
+        say(problem)
+        return 1
     from editor.app import run_app
 
     return run_app(argv, build)

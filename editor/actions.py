@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
-from PySide6.QtWidgets import QColorDialog, QDockWidget, QInputDialog, QLabel, QSpinBox, QToolBar, QToolButton, QUndoView
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QColorDialog, QDockWidget, QInputDialog, QLabel, QLineEdit, QPlainTextEdit,
+                               QSpinBox, QTextEdit, QToolBar, QToolButton, QUndoView)
 
 from editor.canvas import MAX_BRUSH, MIN_BRUSH
 
@@ -22,12 +23,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def unique_sequences(sequences: list[QKeySequence]) -> list[QKeySequence]:
+    """Each key sequence once: the platform's standard keys often repeat one listed explicitly (Redo is
+    Ctrl+Shift+Z on X11), and an action holding a sequence twice makes Qt call the key ambiguous and
+    ignore it."""
+    seen, kept = set(), []
+    for sequence in sequences:
+        text = sequence.toString(QKeySequence.PortableText)
+        if text and text not in seen:
+            seen.add(text)
+            kept.append(sequence)
+    return kept
+
+
+def typing_into(widget) -> bool:
+    """Whether keys go into a text field (where B is a letter, not the brush)."""
+    return isinstance(widget, (QLineEdit, QPlainTextEdit, QTextEdit, QAbstractSpinBox))
+
+
+class HoldToCompare(QObject):
+    """\\ held anywhere in the window (except while typing) shows the picture before the last result, as
+    it does on the canvas: a key that acts while held cannot be a QAction, which fires once."""
+
+    def __init__(self, window: "MainWindow") -> None:
+        super().__init__(window)
+        self.window = window
+        QApplication.instance().installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:
+        kind = event.type()
+        if kind in (QEvent.KeyPress, QEvent.KeyRelease) and event.key() == Qt.Key_Backslash and not event.isAutoRepeat():
+            if self.window.isActiveWindow() and not typing_into(QApplication.focusWidget()):
+                self.window.canvas.set_comparing(kind == QEvent.KeyPress)
+                return True
+        return False
+
+
 class Actions:
     def __init__(self, window: "MainWindow") -> None:
         self.window = window
         self.canvas, self.document, self.settings = window.canvas, window.document, window.settings
         self._build_menus()
         self._build_tools()
+        self.hold_to_compare = HoldToCompare(window)
 
     def action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         action = QAction(text, self.window)
@@ -57,7 +95,7 @@ class Actions:
         self.undo = stack.createUndoAction(w, "&Undo")  # the menu names the step: "Undo Paint mask"
         self.undo.setShortcut(QKeySequence.Undo)
         self.redo = stack.createRedoAction(w, "&Redo")
-        self.redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.Redo])
+        self.redo.setShortcuts(unique_sequences([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y"), *QKeySequence.keyBindings(QKeySequence.Redo)]))
         edit_menu.addAction(self.undo)
         edit_menu.addAction(self.redo)
         # The toolbar keeps short, fixed labels; its tooltips name the step.

@@ -33,7 +33,7 @@ class AttributesTask:
         self.box.released.connect(self.rerender)
         self.box.newSliderRequested.connect(self.new_slider)
         self.box.deleteRequested.connect(self.delete_slider)
-        self.panel.layout().insertWidget(self.panel.layout().indexOf(self.panel.engine_box), self.box)
+        self.panel.settings_layout.insertWidget(self.panel.settings_layout.indexOf(self.panel.engine_box), self.box)
         window.canvas.regionChosen.connect(self._region_from_canvas)
         self.generation.sliderFitted.connect(self._on_fitted)
 

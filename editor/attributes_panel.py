@@ -30,7 +30,8 @@ class AttributesBox(QGroupBox):
         super().__init__("Attributes", parent)
         self.setObjectName("attributesBox")
         layout = QVBoxLayout(self)
-        note = QLabel("Works best on aligned, centred faces: drag a square around the face on the canvas, or use the whole picture.")
+        note = QLabel("The face is found and aligned as the model was trained; with several faces, drag a square around the one "
+                      "to edit. Move a slider and let go to render.")
         note.setWordWrap(True)
         layout.addWidget(note)
         self.search = QLineEdit(objectName="attributeSearch", placeholderText="Search attributes")

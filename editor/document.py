@@ -77,6 +77,8 @@ class Document(QObject):
         self.alpha: np.ndarray | None = None  # the picture's transparency, restored on save
         self.mask: np.ndarray = np.zeros((0, 0), np.uint8)
         self.mask_qimage: QImage | None = None
+        self.hints: np.ndarray = np.zeros((0, 0, 4), np.uint8)
+        self.hints_qimage: QImage | None = None  # the canvas paints the layers before any picture is open
         self.path: Path | None = None
         self.confirmed_path: Path | None = None  # where Save may write without asking again
         self.version = 0  # bumps whenever the picture's pixels change
@@ -116,7 +118,7 @@ class Document(QObject):
             self.generationChanged.emit()
 
     def set_task_value(self, group: str, task: str, name: str | None, value: Any) -> None:
-        """A per-task value: `group` "strength" (name None) or "params" (an engine parameter's name)."""
+        """A per-task value: `group` "strength" or "words" (name None), or "params" (an engine parameter's name)."""
         per_task = self.generation.setdefault(group, {})
         if name is None:
             if per_task.get(task) != value:
@@ -135,6 +137,13 @@ class Document(QObject):
         """Put back autosaved settings; values of the wrong type are dropped (the file may be damaged)."""
         kinds = {"task": str, "prompt": str, "negative": str, "guidance": (int, float), "steps": int, "seed": int, "versions": int}
         clean: dict[str, Any] = {k: v for k, v in state.items() if k in kinds and isinstance(v, kinds[k]) and not isinstance(v, bool)}
+        if isinstance(state.get("seed_locked"), bool):
+            clean["seed_locked"] = state["seed_locked"]
+        words = state.get("words")
+        clean["words"] = {task: w for task, w in words.items() if isinstance(task, str) and isinstance(w, dict)
+                          and isinstance(w.get("prompt"), str) and isinstance(w.get("negative"), str)
+                          and isinstance(w.get("guidance"), (int, float)) and not isinstance(w.get("guidance"), bool)} \
+            if isinstance(words, dict) else {}
         for group in ("strength", "params"):
             value = state.get(group)
             clean[group] = {k: v for k, v in value.items() if isinstance(k, str)} if isinstance(value, dict) else {}

@@ -15,6 +15,7 @@ Engines are imported and their models prepared on the worker thread, never on th
 from __future__ import annotations
 
 import logging
+import random
 import traceback
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -33,6 +34,20 @@ from engines.api import Engine, ModelStatus, Request, Result, SandcastleError, S
 from engines.services import default_model, demo_model, device_summary, download_model, is_offline, model_status
 
 log = logging.getLogger(__name__)
+
+
+MAX_SEED = 2**31 - 1
+
+
+def history_label(engine: Engine, request: Request) -> str:
+    """What the History calls a result: the task and what was asked of it, in the words that task takes
+    (a prompt, or the attribute amounts), never a prompt left over from another task."""
+    task = request.task.value.capitalize()
+    if "prompt" in engine.spec.common and request.prompt:
+        return f"{task}: {request.prompt[:40]}"
+    if request.task is Task.ATTRIBUTES and request.params.get("attributes"):
+        return f"{task}: {request.params['attributes'].replace(',', ', ')[:60]}"
+    return task
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,8 @@ class GenerationController(QObject):
         if not self.document.has_image:
             self.error.emit("Open a picture first (File → Open, or drop one on the window).")
             return False
+        if "seed" in engine.spec.common and not self.document.generation.get("seed_locked"):
+            self.document.set_generation(seed=random.randint(0, MAX_SEED))  # a new picture each time, unless the seed is locked
         request = self.build_request()
         try:
             engine.check(request)
@@ -250,8 +267,8 @@ class GenerationController(QObject):
         def work(context: JobContext) -> Result:
             return engine.run(replace(request, seed=seed, job_id=context.job_id), step_handler(context), context.token)
 
-        label = f"{request.task.value.capitalize()}: {request.prompt[:40]}" if request.prompt else request.task.value.capitalize()
-        self.runner.submit(JobKind.GENERATE, work, seed=seed, versions=count, label=label)
+        self.runner.submit(JobKind.GENERATE, work, seed=seed, versions=count, label=history_label(engine, request),
+                           seeded="seed" in engine.spec.common)
 
     def cancel(self) -> None:
         """Cancel the running generation (or slider fit), else the download (Cancel, Esc)."""
@@ -300,7 +317,7 @@ class GenerationController(QObject):
                 self.progressText.emit(f"{len(self.versions)} versions: pick one")
                 self.status.emit("Click a version to see it on the canvas; Accept keeps it, Discard all drops them.", 8000)
         else:
-            self._apply(result, job.data["label"])
+            self._apply(result, f"{job.data['label']} (seed {job.data['seed']})" if job.data["seeded"] else job.data["label"])
             self.progressText.emit(f"Done in {result.seconds:.1f} s")
             self.status.emit(f"Done in {result.seconds:.1f} s · {result.info.get('device', '')} {result.info.get('dtype', '')}", 6000)
             self.deviceChanged.emit(self.device_summary())

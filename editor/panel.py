@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -31,6 +33,19 @@ from engines.api import EngineSpec, ParamSpec
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 1.0, 20.0, 0.5
 ASPECTS = (("Free", None), ("1:1", 1.0), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:4", 0.75), ("9:16", 9 / 16))
 MAX_SEED = 2**31 - 1
+PLACEHOLDERS = {  # what each task wants in its prompt
+    "inpaint": "What should appear in the painted area",
+    "uncrop": "What the wider scene shows, like \u201ca beach at sunset\u201d",
+    "edit": "An instruction, like \u201cmake it winter\u201d",
+    "colorize": "The colours, like \u201cred car, blue sky\u201d (optional)",
+}
+DEFAULT_GUIDANCE = 7.5  # a task's guidance until the person sets one
+
+
+def time_left(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    return f"{int(seconds // 60)} min {round(seconds % 60):02d} s"
 
 
 class GeneratePanel(QWidget):
@@ -43,7 +58,18 @@ class GeneratePanel(QWidget):
         self.setObjectName("generatePanel")
         self.setMinimumWidth(300)
         self.setMaximumWidth(420)
-        layout = QVBoxLayout(self)
+        # The settings scroll; Generate, Cancel, the progress bar and the message stay pinned below
+        # them, so on a 768-pixel screen they are always in view whatever the task shows.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea(objectName="panelScroll")
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.settings_area = QWidget(objectName="panelSettings")
+        self.scroll.setWidget(self.settings_area)
+        outer.addWidget(self.scroll, 1)
+        layout = self.settings_layout = QVBoxLayout(self.settings_area)
 
         self.banner = QLabel()
         self.banner.setObjectName("banner")
@@ -52,7 +78,7 @@ class GeneratePanel(QWidget):
         self.banner.setVisible(False)
         layout.addWidget(self.banner)
 
-        form = QFormLayout()
+        form = self.form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.task = QComboBox(objectName="task")
         for name in tasks:
@@ -83,7 +109,7 @@ class GeneratePanel(QWidget):
         self.guidance.valueChanged.connect(lambda v: self.guidance_value.setValue(v * GUIDANCE_STEP))
         self.guidance_value.valueChanged.connect(lambda v: self.guidance.setValue(round(v / GUIDANCE_STEP)))
         self.guidance.setValue(15)
-        row = QHBoxLayout()
+        row = self.guidance_row = QHBoxLayout()
         row.addWidget(self.guidance, 1)
         row.addWidget(self.guidance_value)
         form.addRow(_buddy("&Guidance", self.guidance), row)
@@ -106,9 +132,14 @@ class GeneratePanel(QWidget):
         self.random_seed = QToolButton(objectName="randomSeed", text="Random")
         self.random_seed.setToolTip("New random seed")
         self.random_seed.clicked.connect(lambda: self.seed.setValue(random.randint(0, MAX_SEED)))
-        row = QHBoxLayout()
+        # As in A1111 and Krita, every Generate takes a new seed unless it is locked; the seed each
+        # result used is in its History entry and version tooltip, so any result can be made again.
+        self.lock_seed = QCheckBox("Lock", objectName="lockSeed")
+        self.lock_seed.setToolTip("Keep this seed for the next Generate instead of a new one each time")
+        row = self.seed_row = QHBoxLayout()
         row.addWidget(self.seed, 1)
         row.addWidget(self.random_seed)
+        row.addWidget(self.lock_seed)
         form.addRow(_buddy("S&eed", self.seed), row)
         self.versions = QSpinBox(objectName="versions", minimum=1, maximum=8, value=1)
         self.versions.setToolTip("How many versions to make, with successive seeds; they appear under the canvas to pick from.")
@@ -138,6 +169,11 @@ class GeneratePanel(QWidget):
         self.param_widgets: dict[str, QWidget] = {}
         self.spec: EngineSpec | None = None
 
+        layout.addStretch(1)
+        pinned = QVBoxLayout()
+        pinned.setContentsMargins(9, 0, 9, 9)
+        outer.addLayout(pinned)
+        layout = pinned
         buttons = QHBoxLayout()
         self.generate = QPushButton("Generate", objectName="generate")
         self.generate.setDefault(True)
@@ -161,7 +197,6 @@ class GeneratePanel(QWidget):
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.message.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         layout.addWidget(self.message)
-        layout.addStretch(1)
         self._busy = False
         self._showing = False  # True while the widgets are being set from the document
         self.document = None  # set by bind()
@@ -182,22 +217,38 @@ class GeneratePanel(QWidget):
         so autosave, restore and Generate all read the document."""
         self.document = document
         for signal in (self.prompt.textChanged, self.negative.textChanged, self.guidance_value.valueChanged,
-                       self.steps.valueChanged, self.seed.valueChanged, self.versions.valueChanged):
+                       self.steps.valueChanged, self.seed.valueChanged, self.versions.valueChanged, self.lock_seed.toggled):
             signal.connect(self._push)
         self.strength.valueChanged.connect(self._push_strength)
         document.generationChanged.connect(self._show_document)
         self._push()
 
     def _on_task_index(self, _: int) -> None:
+        task = self.current_task()
+        self._show_words(task)
         if self.document is not None:
+            words = self.document.generation.get("words", {}).get(task)
+            self._showing = True  # each task keeps its own words: "make it winter" is no inpainting prompt
+            try:
+                self.prompt.setPlainText(words["prompt"] if words else "")
+                self.negative.setPlainText(words["negative"] if words else "")
+                self.guidance_value.setValue(words["guidance"] if words else DEFAULT_GUIDANCE)
+            finally:
+                self._showing = False
             self._push()  # the document knows the new task before anyone reacts to the switch
-        self.taskChanged.emit(self.current_task())
+        self.taskChanged.emit(task)
+
+    def _show_words(self, task: str) -> None:
+        self.prompt.setPlaceholderText(PLACEHOLDERS.get(task, "What the result should show"))
 
     def _push(self, *_) -> None:
         if not self._showing:
-            self.document.set_generation(task=self.current_task(), prompt=self.prompt.toPlainText(), negative=self.negative.toPlainText(),
+            task = self.current_task()
+            self.document.set_generation(task=task, prompt=self.prompt.toPlainText(), negative=self.negative.toPlainText(),
                                          guidance=self.guidance_scale(), steps=self.steps.value(), seed=self.seed.value(),
-                                         versions=self.versions.value())
+                                         versions=self.versions.value(), seed_locked=self.lock_seed.isChecked())
+            self.document.set_task_value("words", task, None, {"prompt": self.prompt.toPlainText(), "negative": self.negative.toPlainText(),
+                                                               "guidance": self.guidance_scale()})
 
     def _push_strength(self, value: float) -> None:
         if not self._showing and self.spec is not None and self.spec.id == self.current_task():
@@ -216,6 +267,8 @@ class GeneratePanel(QWidget):
             for widget, key in ((self.guidance_value, "guidance"), (self.steps, "steps"), (self.seed, "seed"), (self.versions, "versions")):
                 if g.get(key) is not None and widget.value() != g[key]:
                     widget.setValue(g[key])
+            if isinstance(g.get("seed_locked"), bool) and self.lock_seed.isChecked() != g["seed_locked"]:
+                self.lock_seed.setChecked(g["seed_locked"])
             if self.spec is not None and self.spec.id == self.current_task():
                 strength = g.get("strength", {}).get(self.spec.id)
                 if isinstance(strength, (int, float)) and self.strength.value() != strength:
@@ -262,7 +315,11 @@ class GeneratePanel(QWidget):
             widget.setObjectName(f"param_{p.name}")
             widget.setToolTip(p.help)
             self.param_widgets[p.name] = widget
-            self.engine_form.addRow(p.label, widget)
+            if p.panel:
+                self.engine_form.addRow(p.label, widget)
+            else:  # set by a control of its own (the sliders, the square on the canvas): kept for its value only
+                widget.setParent(self.engine_box)
+                widget.hide()
             self.document.set_task_value("params", spec.id, p.name, _value_of(widget))
             _changed_signal(widget).connect(lambda *_, name=p.name, w=widget: self.document.set_task_value("params", spec.id, name, _value_of(w)))
         self.document.set_task_value("strength", spec.id, None, self.strength.value())
@@ -274,11 +331,15 @@ class GeneratePanel(QWidget):
                 self.param_widgets[p.name].setEnabled(values.get(p.when[0]) == p.when[1])
         controls = {"prompt": self.prompt, "negative": self.negative, "guidance": self.guidance, "strength": self.strength,
                     "steps": self.steps, "seed": self.seed}
-        for name, widget in controls.items():
+        rows = {"guidance": self.guidance_row, "seed": self.seed_row}
+        for name, widget in controls.items():  # only the controls this task uses are shown
             widget.setEnabled(name in self.spec.common)
+            self.form.setRowVisible(rows.get(name, widget), name in self.spec.common)
         self.guidance_value.setEnabled("guidance" in self.spec.common)
         self.random_seed.setEnabled("seed" in self.spec.common)
         self.versions.setEnabled("seed" in self.spec.common)  # versions differ by seed; without one they would all be the same
+        self.form.setRowVisible(self.versions, "seed" in self.spec.common)
+        self.engine_box.setVisible(any(p.panel for p in self.spec.params))
         rule = self.spec.strength_when
         self.strength.setEnabled("strength" in self.spec.common and (rule is None or values.get(rule[0]) == rule[1]))
 
@@ -306,7 +367,9 @@ class GeneratePanel(QWidget):
         self.progress.setValue((pass_index - 1) * total + step)
         stage = f"Pass {pass_index}/{passes} · " if passes > 1 else ""
         stage += f"{phase} · " if phase else ""
-        self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step")
+        remaining = (passes - pass_index) * total + (total - step)  # one bar over every pass, with the time they all have left
+        left = f" · about {time_left(remaining * seconds)} left" if remaining and seconds > 0 else ""
+        self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step{left}")
 
     def show_stage(self, text: str) -> None:
         """What takes time before the first step (compiling the model), with a busy bar."""

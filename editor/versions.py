@@ -47,7 +47,9 @@ class VersionStrip(QWidget):
 
     def add(self, thumbnail: np.ndarray, text: str) -> None:
         pixmap = QPixmap.fromImage(to_qimage(thumbnail)).scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-        self.thumbs.addItem(QListWidgetItem(QIcon(pixmap), text))
+        item = QListWidgetItem(QIcon(pixmap), text)
+        item.setToolTip(f"{text}: the same seed and settings make this version again (lock the seed beside Generate)")
+        self.thumbs.addItem(item)
         self.label.setText(f"{self.thumbs.count()} versions")
         self.accept_button.setEnabled(self.thumbs.currentRow() >= 0)
         self.setVisible(True)

@@ -69,6 +69,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.setAcceptDrops(True)
         self.resize(1280, 820)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        if screen is not None and (screen.width() < 1280 or screen.height() < 820):  # a laptop: fill it, never overflow it
+            self.resize(min(1280, screen.width()), min(820, screen.height() - 40))
         self.files = Files(self)
         self.menu_actions = Actions(self)
         self.attributes = AttributesTask(self)
@@ -299,7 +302,10 @@ class MainWindow(QMainWindow):
             return False
         folder = sessions[0]
         restored = False
-        if self.ask_restore(folder):
+        choice = self.ask_restore(folder)
+        if choice == "later":  # kept on disk and offered again at the next start
+            return False
+        if choice == "restore":
             try:
                 snap = read_snapshot(folder, self.files.max_pixels)
             except RestoreError as exc:
@@ -315,12 +321,18 @@ class MainWindow(QMainWindow):
             discard(old)
         return restored
 
-    def ask_restore(self, folder: Path) -> bool:
+    def ask_restore(self, folder: Path) -> str:
+        """"restore", "later" (keep it, ask at the next start) or "discard"."""
         stamp = time.strftime("%H:%M on %d %b", time.localtime(folder.stat().st_mtime))
-        answer = QMessageBox.question(self, "Restore your work?",
-                                      f"Sandcastle did not close properly last time. Restore the work autosaved at {stamp}?",
-                                      QMessageBox.Yes | QMessageBox.Discard, QMessageBox.Yes)
-        return answer == QMessageBox.Yes
+        box = QMessageBox(QMessageBox.Question, "Restore your work?",
+                          f"Sandcastle did not close properly last time. Restore the work autosaved at {stamp}?", parent=self)
+        restore = box.addButton("Restore", QMessageBox.AcceptRole)
+        later = box.addButton("Not now", QMessageBox.RejectRole)
+        box.addButton("Discard", QMessageBox.DestructiveRole)
+        box.setDefaultButton(restore)
+        box.setEscapeButton(later)  # closing the question loses nothing
+        box.exec()
+        return "restore" if box.clickedButton() is restore else "later" if box.clickedButton() in (later, None) else "discard"
 
     def restore(self, snap: Snapshot) -> None:
         self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None, snap.alpha)

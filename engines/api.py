@@ -68,6 +68,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     special_value: str = ""  # shown instead of the minimum, when the minimum means "automatic"
     when: tuple[str, str] | None = None  # used only when another parameter has this value, e.g. ("method", "instruct")
+    panel: bool = True  # False: the editor sets it from a control of its own (sliders, a square on the canvas), not a field
 
     def validate(self, value: Any) -> None:
         """Raise InputError with one sentence when `value` is not acceptable."""

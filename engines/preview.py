@@ -68,11 +68,19 @@ class TaesdPreview:
 
 def find_taesd(family: str, device: torch.device, dtype: torch.dtype, source: str | None = None) -> TaesdPreview | None:
     """A TAESD decoder from `source` (a folder) or the local Hugging Face cache; never downloads."""
+    from engines.catalog import installed_path
+
+    # Only an installed folder goes to from_pretrained: given a hub id, diffusers asks huggingface_hub
+    # even with local_files_only, which warns on every run of a computer without TAESD.
+    folder = source or installed_path(TAESD_REPOS[family])
+    if folder is None:  # not installed is the normal case, not an error
+        log.debug("no TAESD for %s: %s is not installed", family, TAESD_REPOS[family])
+        return None
     from diffusers import AutoencoderTiny
 
     try:
-        decoder = AutoencoderTiny.from_pretrained(source or TAESD_REPOS[family], local_files_only=True, use_safetensors=True)
-    except Exception as exc:  # not installed is the normal case, not an error
+        decoder = AutoencoderTiny.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    except Exception as exc:  # a folder that is not a TAESD (or a damaged one) falls back like a missing one
         log.debug("no TAESD for %s: %s", family, exc)
         return None
     return TaesdPreview(decoder.to(device, dtype).eval())

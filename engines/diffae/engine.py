@@ -58,14 +58,14 @@ SPEC = EngineSpec(
     common=(),  # no prompt, guidance, strength, seed or shared steps: the picture's own codes drive the decoding
     params=(
         ParamSpec("attributes", str, "", "Attributes", f"NAME=AMOUNT pairs, comma-separated, e.g. Smiling=0.3,Young=-0.2 (amounts from "
-                  f"{-AMOUNT_LIMIT:g} to {AMOUNT_LIMIT:g}; ±0.5 is already strong)."),
+                  f"{-AMOUNT_LIMIT:g} to {AMOUNT_LIMIT:g}; ±0.5 is already strong).", panel=False),
         ParamSpec("alignment", str, "face", "Alignment", "face: find the face (the one inside the square you drag, else the largest) and "
                   "align it as the model was trained (FFHQ: eyes level, fixed size); square: edit the dragged square as it is.",
                   choices=("face", "square")),
-        ParamSpec("region_x", int, 0, "Region x", "Left edge of the square face region.", 0, 100000, 1),
-        ParamSpec("region_y", int, 0, "Region y", "Top edge of the square face region.", 0, 100000, 1),
+        ParamSpec("region_x", int, 0, "Region x", "Left edge of the square face region.", 0, 100000, 1, panel=False),
+        ParamSpec("region_y", int, 0, "Region y", "Top edge of the square face region.", 0, 100000, 1, panel=False),
         ParamSpec("region_size", int, 0, "Region size", "Side of the square face region; 0 uses the whole picture.", 0, 100000, 1,
-                  special_value="Whole picture"),
+                  special_value="Whole picture", panel=False),
         # The paper's manipulation encodes with 250 DDIM steps and renders with 100; 50 and 20 is a faster
         # setting that keeps less of the picture's detail. Only counts with an even stride over 1000 exist.
         ParamSpec("inversion_steps", int, 250, "Encoding steps", "DDIM steps that find the picture's noise code: the paper uses 250; "

@@ -1,5 +1,6 @@
 """The headless command line, run as a person would run it: a real process per command."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,57 @@ def test_demo_model_then_inpaint_with_previews(files):
     assert sorted(p.name for p in (files / "steps").iterdir()) == ["step-001.png", "step-002.png", "step-003.png"]
 
 
+def frames(folder: Path) -> list[np.ndarray]:
+    """The preview frames in the order they were written (their names sort that way)."""
+    return [np.asarray(Image.open(p)) for p in sorted(folder.iterdir())]
+
+
 def test_demo_flag_needs_no_model(files):
-    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--steps", "2", "--demo", "--out", files / "demo.png")
+    done = sandcastle("run", "inpaint", "--image", files / "photo.png", "--mask", files / "mask.png", "--steps", "2", "--demo", "--out", files / "demo.png",
+                      "--previews", files / "demo-steps")
     assert done.returncode == 0, done.stderr
     assert Image.open(files / "demo.png").size == (512, 512)
+    # A normal run says only what Sandcastle has to say: no library's warnings.
+    for line in done.stderr.splitlines():
+        assert re.fullmatch(r"step \d+/\d+  [\d.]+ s|wrote .*", line), done.stderr
+    # Every preview is the whole picture: the input, with the step's picture over the crop the model works on.
+    from engines import imaging
+    from engines.inpaint import InpaintEngine
+
+    original, mask = np.asarray(Image.open(files / "photo.png")), np.asarray(Image.open(files / "mask.png"))
+    p = InpaintEngine.spec.values({})
+    x, y, w, h = imaging.expand_box(imaging.mask_bbox(mask, 128), p["grow"] + p["feather"] + p["padding"], 512, 512)
+    outside = np.ones((512, 512), bool)
+    outside[y : y + h, x : x + w] = False
+    shown = frames(files / "demo-steps")
+    assert len(shown) == 2
+    for frame in shown:
+        assert frame.shape == original.shape
+        assert outside.any() and np.array_equal(frame[outside], original[outside])
+        assert np.abs(frame[mask >= 128].astype(int) - original[mask >= 128]).mean() > 10  # the random model's noise shows in the hole
+
+
+def test_an_installed_taesd_is_found_and_a_missing_one_is_not_looked_up(tmp_path, monkeypatch):
+    """TAESD comes from an installed hub-cache folder only: asking huggingface_hub about a model that is
+    not there warned on every run."""
+    import warnings
+
+    import torch
+
+    from engines import preview
+    from engines.testing import write_taesd
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert preview.find_taesd("sd", torch.device("cpu"), torch.float32) is None
+    assert not warned, [str(w.message) for w in warned]
+    repo = tmp_path / "models--madebyollin--taesd"
+    write_taesd(repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    found = preview.find_taesd("sd", torch.device("cpu"), torch.float32)
+    assert found is not None and found.name == "taesd"
 
 
 @pytest.mark.parametrize(
@@ -111,11 +159,28 @@ def test_offline_hub_model_exits_3_naming_it(files):
 
 
 def test_uncrop_headless(files):
+    # The generation size is given (the demo model's own) so the test knows the passes' windows.
     done = sandcastle("run", "uncrop", "--image", files / "photo.png", "--extend", "64,0,128,32", "--steps", "1", "--demo",
-                      "--out", files / "wide.png", "--previews", files / "uncrop-steps")
+                      "--param", "resolution=256", "--out", files / "wide.png", "--previews", files / "uncrop-steps")
     assert done.returncode == 0, done.stderr
     assert Image.open(files / "wide.png").size == (512 + 64 + 128, 512 + 32)
-    assert len(list((files / "uncrop-steps").iterdir())) >= 2  # one preview per step of every pass
+    # One preview per step of every pass, each the whole extended picture: the input at its place, and
+    # the passes so far over it, as the window shows them.
+    from engines import imaging
+    from engines.uncrop import plan_tiles
+
+    original = np.asarray(Image.open(files / "photo.png"))
+    known = np.zeros((544, 704), bool)
+    known[0:512, 64:576] = True
+    tiles = plan_tiles(known, (64, 0, 512, 512), (64, 0, 128, 32), 256, 128)
+    assert sorted(p.name for p in (files / "uncrop-steps").iterdir()) == [f"pass-{k:02d}-step-001.png" for k in range(1, len(tiles) + 1)]
+    base = imaging.embed(original, (544, 704), (64, 0), 0)
+    shown = np.zeros((544, 704), bool)
+    for frame, (x, y, w, h) in zip(frames(files / "uncrop-steps"), tiles):
+        shown[y : y + h, x : x + w] = True
+        assert frame.shape == (544, 704, 3)
+        assert np.array_equal(frame[~shown], base[~shown])
+    assert shown[~known].all() and (frame[~known] == 0).all(axis=-1).mean() < 0.01  # the last frame shows the whole new area
     for extend, words in (("0,0,0,0", "all four sides are 0"), ("10,20", "four whole numbers")):
         done = sandcastle("run", "uncrop", "--image", files / "photo.png", "--extend", extend, "--demo", "--out", files / "x.png")
         assert done.returncode == 2 and words in done.stderr.strip().splitlines()[-1]

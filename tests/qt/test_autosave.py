@@ -18,7 +18,7 @@ def crash(win):
     win.shutdown()
 
 
-def build(qtbot, monkeypatch, answer=True):
+def build(qtbot, monkeypatch, answer="restore"):
     import main
     from editor.window import MainWindow
 
@@ -79,13 +79,25 @@ def test_a_clean_exit_or_a_running_window_is_not_offered(qtbot, tmp_path, photo,
         win.shutdown()
 
 
-def test_declining_discards_the_crashed_session(qtbot, window, monkeypatch):
+def test_discard_drops_the_crashed_session(qtbot, window, monkeypatch):
     paint_stroke(qtbot, window, [(100, 100), (300, 100)])
     window.autosave()
     crash(window)
-    again, asked = build(qtbot, monkeypatch, answer=False)
+    again, asked = build(qtbot, monkeypatch, answer="discard")
     assert len(asked) == 1 and not again.document.has_image
     assert not asked[0].exists()
+    again.shutdown()
+
+
+def test_not_now_keeps_the_crashed_session_for_the_next_start(qtbot, window, monkeypatch, original):
+    paint_stroke(qtbot, window, [(100, 100), (300, 100)])
+    window.autosave()
+    crash(window)
+    later, asked = build(qtbot, monkeypatch, answer="later")
+    assert len(asked) == 1 and not later.document.has_image and asked[0].exists()
+    later.shutdown()
+    again, asked = build(qtbot, monkeypatch, answer="restore")  # offered again, and still whole
+    assert len(asked) == 1 and np.array_equal(again.document.image, original)
     again.shutdown()
 
 

@@ -84,15 +84,16 @@ def test_versions_use_successive_seeds(qtbot, edit_window):
     """Version k is exactly what one generation with seed + k gives, with the settings of the click
     that started the batch (editing the prompt meanwhile changes the next Generate, not this batch)."""
     win = edit_window
-    seed, prompt = win.panel.seed.value(), win.panel.prompt.toPlainText()
     win.panel.versions.setValue(2)
-    win.generation.generate()
+    win.generation.generate()  # a new seed, shown in the panel while the batch runs
+    seed, prompt = win.panel.seed.value(), win.panel.prompt.toPlainText()
     win.panel.prompt.setPlainText("something else entirely")
     qtbot.waitUntil(lambda: win.version_strip.count() == 2 and not win.generation.busy, timeout=120000)
     second = win.generation.versions[1].result.image.copy()
     win.version_strip.discard()
     win.panel.versions.setValue(1)
     win.panel.seed.setValue(seed + 1)
+    win.panel.lock_seed.setChecked(True)  # to make one again: its seed, locked
     win.panel.prompt.setPlainText(prompt)
     with qtbot.waitSignal(win.generation.finished, timeout=120000):
         win.generation.generate()
