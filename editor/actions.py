@@ -76,6 +76,14 @@ class Actions:
         self.window.addAction(action)
         return action
 
+    def visibility(self, text: str, show, changed, shortcut: str, tip: str) -> QAction:
+        """A checked menu entry that shows or hides a layer and follows it when something else does."""
+        action = self.action(text, show, shortcut, tip)
+        action.setCheckable(True)
+        action.setChecked(True)
+        changed.connect(action.setChecked)
+        return action
+
     def _build_menus(self) -> None:
         w, files, generation, canvas, document = self.window, self.window.files, self.window.generation, self.canvas, self.document
         stack = document.undo_stack
@@ -130,12 +138,13 @@ class Actions:
         view_menu.addAction(self.action("&Fit to window", canvas.fit, "Ctrl+0"))
         view_menu.addAction(self.action("&Actual size (100%)", canvas.actual_size, "Ctrl+1"))
         view_menu.addSeparator()
-        self.show_mask = self.action("Show &mask", canvas.set_mask_visible, "M", "Show or hide the mask overlay")
-        self.show_mask.setCheckable(True)
-        self.show_mask.setChecked(True)
-        canvas.maskVisibleChanged.connect(self.show_mask.setChecked)
+        self.show_mask = self.visibility("Show &mask", canvas.set_mask_visible, canvas.maskVisibleChanged, "M", "Show or hide the mask overlay")
         view_menu.addAction(self.show_mask)
         view_menu.addAction(self.action("Mask &colour…", self.choose_mask_colour, tip="The colour of the mask overlay"))
+        self.show_hints = self.visibility("Show colour &hints", canvas.set_hints_visible, canvas.hintsVisibleChanged, "Shift+H",
+                                          "Show or hide the colour hints (Colorize)")
+        view_menu.addAction(self.show_hints)
+        view_menu.addAction(self.action("Hint &opacity…", self.choose_hint_opacity, tip="How strongly the colour hints cover the picture"))
         self.compare = self.action("Compare with &before", canvas.set_comparing,
                                    tip="Show the picture without the version shown or the last result (or hold \\ on the canvas)")
         self.compare.setCheckable(True)
@@ -200,6 +209,7 @@ class Actions:
         tools.addWidget(self.mask_opacity)
         self.set_mask_colour(QColor(self.settings["mask_colour"]), save=False)
         self.set_mask_opacity(self.mask_opacity.value(), save=False)
+        self.set_hint_opacity(round(float(self.settings["hint_opacity"]) * 100), save=False)
         self.action("Smaller brush", canvas.smaller_brush, "[")
         self.action("Larger brush", canvas.larger_brush, "]")
         tools.addSeparator()
@@ -211,6 +221,8 @@ class Actions:
 
     def set_tool(self, layer: str, erasing: bool, tool: str = "brush") -> None:
         self.canvas.layer, self.canvas.erasing = layer, erasing
+        if layer == "hints":
+            self.canvas.set_hints_visible(True)  # picking the Hint tool brings the hints back
         self.canvas.set_tool(tool)
         current = "eraser" if erasing else "hint" if layer == "hints" else tool
         for name, action in self.tools.items():
@@ -232,6 +244,18 @@ class Actions:
         self.canvas.mask_item.update()
         if save:
             self.settings["mask_colour"] = colour.name()
+            self._save_settings()
+
+    def choose_hint_opacity(self) -> None:
+        percent, ok = QInputDialog.getInt(self.window, "Hint opacity", "How strongly the colour hints cover the picture (%):",
+                                          round(float(self.settings["hint_opacity"]) * 100), 5, 100, 5)
+        if ok:
+            self.set_hint_opacity(percent)
+
+    def set_hint_opacity(self, percent: int, save: bool = True) -> None:
+        self.canvas.set_hints_opacity(percent / 100)
+        if save:
+            self.settings["hint_opacity"] = percent / 100
             self._save_settings()
 
     def set_mask_opacity(self, percent: int, save: bool = True) -> None:

@@ -111,6 +111,7 @@ class CanvasView(QGraphicsView):
     brushSizeChanged = Signal(int)
     zoomChanged = Signal(float)
     maskVisibleChanged = Signal(bool)
+    hintsVisibleChanged = Signal(bool)
     regionChosen = Signal(int, int, int)  # attributes: a square x, y, size
     comparingChanged = Signal(bool)
     dragOutRequested = Signal()  # Ctrl-drag: carry the picture to another application
@@ -316,6 +317,14 @@ class CanvasView(QGraphicsView):
             self.mask_item.setVisible(visible)
             self.maskVisibleChanged.emit(visible)
 
+    def set_hints_visible(self, visible: bool) -> None:
+        if visible != self.hints_item.isVisible():
+            self.hints_item.setVisible(visible)
+            self.hintsVisibleChanged.emit(visible)
+
+    def set_hints_opacity(self, opacity: float) -> None:
+        self.hints_item.setOpacity(opacity)
+
     # ---- zoom -------------------------------------------------------------------------------
 
     @property
@@ -460,6 +469,8 @@ class CanvasView(QGraphicsView):
             pos = self.mapToScene(event.position().toPoint())
             if self.layer == "mask":
                 self.set_mask_visible(True)  # painting on a hidden mask would be painting blind
+            else:
+                self.set_hints_visible(True)
             removing = bool(event.modifiers() & Qt.AltModifier)
             if self.tool == "fill" and self.layer == "mask":
                 w, h = self.document.size

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,9 +44,8 @@ DEFAULT_GUIDANCE = 7.5  # a task's guidance until the person sets one
 
 
 def time_left(seconds: float) -> str:
-    if seconds < 60:
-        return f"{max(1, round(seconds))} s"
-    return f"{int(seconds // 60)} min {round(seconds % 60):02d} s"
+    whole = max(1, round(seconds))
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
 class GeneratePanel(QWidget):
@@ -198,6 +198,9 @@ class GeneratePanel(QWidget):
         self.message.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         layout.addWidget(self.message)
         self._busy = False
+        self._stage: tuple[str, float] | None = None  # the stage shown, and when it began
+        self._stage_timer = QTimer(self, interval=1000)
+        self._stage_timer.timeout.connect(self._tick_stage)
         self._showing = False  # True while the widgets are being set from the document
         self.document = None  # set by bind()
 
@@ -227,7 +230,10 @@ class GeneratePanel(QWidget):
         task = self.current_task()
         self._show_words(task)
         if self.document is not None:
-            words = self.document.generation.get("words", {}).get(task)
+            g = self.document.generation
+            words = g.get("words", {}).get(task)
+            if words is None and g.get("task") == task:  # an autosave from before words were kept per task
+                words = {"prompt": g.get("prompt", ""), "negative": g.get("negative", ""), "guidance": g.get("guidance", DEFAULT_GUIDANCE)}
             self._showing = True  # each task keeps its own words: "make it winter" is no inpainting prompt
             try:
                 self.prompt.setPlainText(words["prompt"] if words else "")
@@ -288,8 +294,11 @@ class GeneratePanel(QWidget):
         holds for this task (set before, or restored), else the defaults."""
         for widget in self.param_widgets.values():
             widget.blockSignals(True)  # a combo box being destroyed still says its index changed
+        hidden = [w for name, w in self.param_widgets.items() if self.spec is not None and not self.spec.param(name).panel]
         while self.engine_form.rowCount():
-            self.engine_form.removeRow(0)
+            self.engine_form.removeRow(0)  # deletes the widgets in the rows
+        for widget in hidden:  # in no row: deleted here
+            widget.deleteLater()
         self.param_widgets.clear()
         self.spec = spec
         self._showing = True  # the document is being filled from these controls, not the other way round
@@ -372,9 +381,19 @@ class GeneratePanel(QWidget):
         self.progress.setFormat(f"{stage}Step {step}/{total} · {seconds:.2f} s/step{left}")
 
     def show_stage(self, text: str) -> None:
-        """What takes time before the first step (compiling the model), with a busy bar."""
+        """What takes time before the first step (loading or compiling the model), with a busy bar and
+        the seconds it has taken so far, so a long wait is seen to be moving."""
         self.progress.setRange(0, 0)
         self.progress.setFormat(text)
+        self._stage = (text, time.monotonic())
+        self._stage_timer.start()
+
+    def _tick_stage(self) -> None:
+        if self._stage is None or self.progress.format() != self._stage[0] and not self.progress.format().startswith(self._stage[0] + " "):
+            self._stage_timer.stop()  # a step, Done or a failure replaced the stage
+            self._stage = None
+            return
+        self.progress.setFormat(f"{self._stage[0]} {time.monotonic() - self._stage[1]:.0f} s")
 
     def show_done(self, text: str) -> None:
         self.progress.setRange(0, 1)

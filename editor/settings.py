@@ -7,7 +7,10 @@ import copy
 import json
 import logging
 import logging.handlers
+import math
 import os
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "hub_endpoint": "",  # a hub mirror; empty = huggingface.co
     "mask_colour": "#ff2850",  # the mask overlay
     "mask_opacity": 0.5,
+    "hint_opacity": 0.8,  # the colour hints over the picture
     "recent_files": [],  # most recent first
     "max_megapixels": 120,  # pictures above this many million pixels are refused (a 12000×10000 scan fits)
     "autosave_seconds": 60,
@@ -73,19 +77,60 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"settings schema {schema} is newer than this Sandcastle understands ({SCHEMA})")
     merged = copy.deepcopy(DEFAULTS)
     merged.update({k: v for k, v in data.items() if k in DEFAULTS})
-    for key, allowed in CHOICES.items():
-        if merged[key] not in allowed:
-            merged[key] = DEFAULTS[key]
     merged["schema"] = SCHEMA
     return merged
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _number(low: float, high: float, whole: bool = False):
+    def check(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+            return False
+        return not whole or float(value).is_integer()
+    return check
+
+
+# What each setting may hold: a file edited by hand (or by an older or broken build) is checked key by
+# key, so one wrong value costs that value, never the app.
+VALID = {
+    "schema": lambda v: v == SCHEMA,
+    "device": lambda v: v in CHOICES["device"],
+    "precision": lambda v: v in CHOICES["precision"],
+    "memory": lambda v: v in CHOICES["memory"],
+    "task_models": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(m, str) for k, m in v.items()),
+    "local_models": lambda v: isinstance(v, list) and all(isinstance(m, dict) and isinstance(m.get("path"), str)
+                                                         and isinstance(m.get("title", ""), str) for m in v),
+    "pickle_allowed": _strings,
+    "asked_downloads": _strings,
+    "hub_endpoint": lambda v: isinstance(v, str) and (v == "" or v.startswith(("http://", "https://"))),
+    "mask_colour": lambda v: isinstance(v, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", v) is not None,
+    "mask_opacity": _number(0.05, 1.0),
+    "hint_opacity": _number(0.05, 1.0),
+    "recent_files": _strings,
+    "max_megapixels": _number(1, 10_000),
+    "autosave_seconds": _number(0, 86_400, whole=True),
+    "compile_unet": lambda v: isinstance(v, bool),
+}
+
+
+def checked(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The settings with every value that is not valid replaced by its default, and those keys."""
+    rejected = [key for key, valid in VALID.items() if not valid(data[key])]
+    for key in rejected:
+        data[key] = copy.deepcopy(DEFAULTS[key])
+    return data, rejected
 
 
 class Settings:
     """The person's settings; `save` writes them atomically."""
 
     def __init__(self, data: dict[str, Any] | None = None, path: Path | None = None) -> None:
-        self.data = migrate(data) if data is not None else copy.deepcopy(DEFAULTS)
+        self.data, self.rejected = checked(migrate(data)) if data is not None else (copy.deepcopy(DEFAULTS), [])
         self.path = path
+        self.notice = ""  # one line for the window when the file had to be mended
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Settings":
@@ -96,7 +141,15 @@ class Settings:
             raw = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-            return cls(raw, path)
+            settings = cls(raw, path)
+            if settings.rejected:  # keep the person's file once, then write the mended one so this is said once
+                aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+                shutil.copyfile(path, aside)
+                settings.save()
+                settings.notice = (f"Some settings were not valid and are back to their defaults: {', '.join(settings.rejected)} "
+                                   f"(your file is kept as {aside.name}).")
+                log.warning(settings.notice)
+            return settings
         except FileNotFoundError:
             return cls(None, path)
         except (ValueError, OSError) as exc:

@@ -76,6 +76,8 @@ class MainWindow(QMainWindow):
         self.menu_actions = Actions(self)
         self.attributes = AttributesTask(self)
         self._build_status()
+        if self.settings.notice:  # after the picture opens, whose own messages would replace it
+            QTimer.singleShot(0, lambda: self.panel.show_message(self.settings.notice))
         if demo:
             self.panel.banner.setText("Demo mode: tiny random-weight models. Every step runs for real, but the pictures are noise.")
             self.panel.banner.setVisible(True)
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
         g.progressText.connect(panel.show_done)
         g.message.connect(panel.show_message)
         g.error.connect(self.show_error)
+        g.downloadFinished.connect(lambda *_: panel.show_message(""))  # a failure dealt with stops being shown
         g.status.connect(self.statusBar().showMessage)
         g.deviceChanged.connect(self.status_device.setText)
         g.downloadProgress.connect(self._on_download_progress)
@@ -154,7 +157,10 @@ class MainWindow(QMainWindow):
     def _on_result_applied(self, grew: bool) -> None:
         if grew:
             self.panel.aspect.setCurrentIndex(0)  # the frame is used up: back to Free
-        self.canvas.set_mask_visible(False)  # show the result itself; the mask returns with the next stroke or M
+        # Show the result itself: the mask returns with the next stroke or M, the hints with the Hint
+        # tool or Shift+H. Undo and redo leave both as the person set them.
+        self.canvas.set_mask_visible(False)
+        self.canvas.set_hints_visible(False)
 
     # ---- the uncrop frame -----------------------------------------------------------------------
 

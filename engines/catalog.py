@@ -192,10 +192,33 @@ def _hub_error(hub_id: str, exc: BaseException) -> ModelUnavailable:
     if isinstance(exc, RepositoryNotFoundError) or (isinstance(exc, HfHubHTTPError) and status in (401, 404)):
         return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}, or it is private: if it is yours, log in on this "
                                 "computer with `hf auth login` (or set HF_TOKEN) and download again.")
+    unreachable = unreachable_reason(exc)
+    if unreachable:
+        return ModelUnavailable(f"Sandcastle could not reach the Hugging Face hub to download {hub_id}: {unreachable}. "
+                                "Check the connection (or the hub address in Settings) and download again; it resumes where it stopped.")
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelUnavailable(
         f"The download of {hub_id} stopped ({reason[:160]}). Check the connection and download again; it resumes where it stopped."
     )
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Plain words for a network failure anywhere in the exception's chain ("[Errno -2] Name or service
+    not known" means nothing to most people), or "" when it is not one."""
+    import socket
+
+    seen = exc
+    while seen is not None:
+        text = str(seen).lower()
+        name = type(seen).__name__.lower()
+        if isinstance(seen, socket.gaierror) or "name or service not known" in text or "name resolution" in text or "nodename nor servname" in text:
+            return "the hub's address could not be looked up, so this computer seems to be offline"
+        if isinstance(seen, TimeoutError) or "timeout" in name or "timed out" in text:
+            return "the hub did not answer in time"
+        if isinstance(seen, ConnectionError) or "connecterror" in name or "connection refused" in text or "connectionerror" in name:
+            return "the connection to the hub failed"
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def plan(hub_id: str, components: tuple[str, ...] = (), endpoint: str | None = None) -> DownloadPlan:

@@ -41,13 +41,19 @@ def read_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         size = path.stat().st_size
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"{path.name} is not a readable .safetensors file ({exc}).") from None
+    if not isinstance(header, dict):
+        raise ModelUnavailable(f"{path.name} has a damaged safetensors header (not a table of tensors).")
     tensors = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         try:
             begin, end = entry["data_offsets"]
-            tensors[name] = (str(entry["dtype"]), tuple(int(n) for n in entry["shape"]))
+            shape = entry["shape"]
+            if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end and isinstance(shape, list)
+                    and all(isinstance(n, int) and n >= 0 for n in shape)):
+                raise ValueError
+            tensors[name] = (str(entry["dtype"]), tuple(shape))
         except (KeyError, TypeError, ValueError):
             raise ModelUnavailable(f"{path.name} has a damaged safetensors header (entry {name!r}).") from None
         if 8 + length + end > size:
@@ -70,10 +76,10 @@ def model_type(shapes: dict[str, tuple[int, ...]]) -> str:
     """diffusers' model type for a checkpoint, from tensor shapes alone: the same decisions, in the
     same order, as `infer_diffusers_model_type` for every type of the Stable Diffusion family; files
     of other families are named by what they are (flux, sd3, lora, vae, …) or "unknown"."""
-    def has(key: str) -> bool:
-        return key in shapes
+    def has(key: str, rank: int = 1) -> bool:
+        return key in shapes and len(shapes[key]) >= rank
 
-    if has(CONV_IN) and shapes[CONV_IN][1] == 9:
+    if has(CONV_IN, 2) and shapes[CONV_IN][1] == 9:
         if has(SD2_CROSS_ATTENTION) and shapes[SD2_CROSS_ATTENTION][-1] == 1024:
             return "inpainting_v2"
         return "xl_inpaint" if has(XL_BASE) else "inpainting"
@@ -93,10 +99,10 @@ def model_type(shapes: dict[str, tuple[int, ...]]) -> str:
         return "flux"
     if any(k.endswith("joint_blocks.0.context_block.adaLN_modulation.1.bias") for k in shapes):
         return "sd3"
-    if has(CONV_IN) and shapes[CONV_IN][1] == 8:
+    if has(CONV_IN, 2) and shapes[CONV_IN][1] == 8:
         return "instruct-pix2pix"
     if any(k.startswith("model.diffusion_model.") for k in shapes):
-        return "v1" if has(CONV_IN) and shapes[CONV_IN][1] == 4 else "unknown"
+        return "v1" if has(CONV_IN, 2) and shapes[CONV_IN][1] == 4 else "unknown"
     # Not a whole model: diffusers would call these "v1" and fail later; say what they are instead.
     if any("lora" in k.lower() for k in shapes):
         return "lora"

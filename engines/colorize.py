@@ -59,7 +59,7 @@ class ColorizeEngine:
         started = time.perf_counter()
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request, "img2img", DEFAULT_MODEL)
+        loaded, device, dtype = load_for(request, "img2img", DEFAULT_MODEL, on_step)
         cancel.raise_if_cancelled()
 
         # 1–2. Lightness and the working region.

@@ -62,7 +62,7 @@ class EditEngine:
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
         purpose = p["method"]
-        loaded, device, dtype = load_for(request, purpose, MODELS[purpose])
+        loaded, device, dtype = load_for(request, purpose, MODELS[purpose], on_step)
         cancel.raise_if_cancelled()
 
         # The working region: the painted part with its context, or the whole picture.

@@ -249,6 +249,16 @@ def _family_of(pipe: Any) -> str:
     return "sdxl" if "XL" in type(pipe).__name__ else "sd"
 
 
+def is_loaded(purpose: str, model: str, device: torch.device, dtype: torch.dtype, memory: str | None = None,
+              allow_pickle: tuple[str, ...] = (), compile: bool = False) -> bool:
+    """Whether load_pipeline would answer from memory (so nothing needs saying about loading)."""
+    try:
+        source = sources.resolve_source(model, allow_pickle, purpose)
+    except ModelUnavailable:
+        return False
+    return CACHE.get((purpose, source, str(device), str(dtype), memory or "auto", compile)) is not None
+
+
 def load_pipeline(
     purpose: str,
     model: str,
@@ -368,11 +378,14 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
     path = Path(source.location)  # resolve_source has refused a file that cannot serve `purpose`
     if path.suffix.lower() == ".safetensors":
         shapes: Any = {name: torch.empty(shape, device="meta") for name, (_, shape) in checkpoints.read_header(path).items()}
+        state = None
     else:  # an allowed pickle file; weights_only refuses anything but tensors and plain containers
         checkpoints.check_archive_size(path)
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         shapes = state.get("state_dict", state)
     model_type = infer_diffusers_model_type(shapes)
+    has_ema = sum(name.startswith("model_ema.diffusion_model") for name in shapes) > 100
+    shapes = state = None  # a pickle file's tensors: let them go before from_single_file reads the file again
     refused = checkpoints.refusal(path, purpose, checkpoints.KINDS.get(model_type, checkpoints.KINDS["unknown"]))
     if refused:  # a pickle file, whose kind is known only now
         raise ModelUnavailable(refused)
@@ -391,7 +404,7 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
             settings.pop("tokenizer_class", None)
             tokenizers[name] = CLIPTokenizer(str(vocab), str(merges), **settings)
     extra: dict[str, Any] = {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    if sum(name.startswith("model_ema.diffusion_model") for name in shapes) > 100:
+    if has_ema:
         # The file carries the EMA copy of the UNet besides the trained one (instruct-pix2pix-00-22000 as
         # published): its authors sample with the EMA weights (use_ema in their generate.yaml), so take those.
         extra["extract_ema"] = True

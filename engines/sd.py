@@ -15,6 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,12 +85,17 @@ class Timings:
                 "float32_redecodes": self.redecodes, "float32_redecode_s": round(self.redecode_s, 4)}
 
 
-def load_for(request: Request, purpose: str, default_model: str) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
+def load_for(request: Request, purpose: str, default_model: str, on_step: StepCallback | None = None,
+             ) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
     """The pipeline for `purpose` ("inpaint", "img2img" or "instruct"), with the device, dtype and memory
-    mode the request asks for; `default_model` when the request names none."""
+    mode the request asks for; `default_model` when the request names none. When it must be read from
+    disk first, `on_step` hears a "Loading …" stage (loading takes seconds the person should see)."""
     device = models.pick_device(request.device)
     dtype = models.pick_dtype(device, request.dtype)
-    loaded = models.load_pipeline(purpose, request.model or default_model, device, dtype, request.memory, request.allow_pickle, request.compile)
+    model = request.model or default_model
+    if on_step is not None and not models.is_loaded(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile):
+        on_step(StepPreview(request.job_id, 0, 0, None, (0, 0, 0, 0), stage=f"Loading {Path(model).name if Path(model).exists() else model}…"))
+    loaded = models.load_pipeline(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile)
     return loaded, device, dtype
 
 

@@ -72,7 +72,7 @@ class UncropEngine:
         sides = tuple(int(p[s]) for s in SIDES)
         left, top, right, bottom = sides
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL)
+        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL, on_step)
         cancel.raise_if_cancelled()
 
         # 1. The canvas.

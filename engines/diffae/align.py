@@ -8,9 +8,10 @@ the `face-recognition-models` package ships it (read from its folder: that packa
 the removed pkg_resources). dlib comes from `dlib-bin`. Both are the `faces` extra; without them the
 Attributes task works on a square the person drags.
 
-Differences from the official code, and why: the official code warps to 4096 px with PIL and then scales
-to 1024; here the picture is first shrunk by the same integer factor as the official `shrink` step and
-then warped straight to the model's size with OpenCV (same quad, one resampling less). Beyond the photo's
+Differences from the official code, and why: the official code warps to a large square with PIL and then
+scales it down to the output size (256 for DiffAE); here the picture is first shrunk by the same integer
+factor as the official `shrink` step and then warped straight to the model's size with OpenCV (same
+quad, one resampling less). Beyond the photo's
 edge the official code pads by reflection and blurs the padding; here it is reflected without the blur.
 """
 
@@ -131,8 +132,12 @@ class Alignment:
         shrink = int(np.floor(scale * 0.5))  # the official shrink: scale down first so the warp does not alias
         if shrink > 1:
             h, w = image.shape[:2]
-            image = cv2.resize(image, (max(1, round(w / shrink)), max(1, round(h / shrink))), interpolation=cv2.INTER_AREA)
-            matrix = matrix / shrink
+            small = (max(1, round(w / shrink)), max(1, round(h / shrink)))
+            image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+            # Photo pixel p (centre p + 0.5) lies at (p + 0.5)·ratio − 0.5 in the shrunk picture.
+            ratio = np.array([[small[0] / w], [small[1] / h]])
+            matrix = matrix * ratio
+            matrix[:, 2] += 0.5 * ratio[:, 0] - 0.5
         return cv2.warpAffine(np.ascontiguousarray(image), matrix, (self.size, self.size),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
 

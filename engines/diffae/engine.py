@@ -59,7 +59,7 @@ SPEC = EngineSpec(
     params=(
         ParamSpec("attributes", str, "", "Attributes", f"NAME=AMOUNT pairs, comma-separated, e.g. Smiling=0.3,Young=-0.2 (amounts from "
                   f"{-AMOUNT_LIMIT:g} to {AMOUNT_LIMIT:g}; ±0.5 is already strong).", panel=False),
-        ParamSpec("alignment", str, "face", "Alignment", "face: find the face (the one inside the square you drag, else the largest) and "
+        ParamSpec("alignment", str, "face" if align.available() else "square", "Alignment", "face: find the face (the one inside the square you drag, else the largest) and "
                   "align it as the model was trained (FFHQ: eyes level, fixed size); square: edit the dragged square as it is.",
                   choices=("face", "square")),
         ParamSpec("region_x", int, 0, "Region x", "Left edge of the square face region.", 0, 100000, 1, panel=False),

@@ -66,8 +66,13 @@ def config_from_json(text: str, origin: str = "config.json") -> DiffAEConfig:
                 raise ValueError(f"{origin}: {name} must be a list of 1 to 8 whole numbers, not {value!r}.")
             values[name] = tuple(whole(name, v, 1, 1024 if name == "attention_resolutions" else 16) for v in value)
         else:
-            values[name] = whole(name, value, 1, 4096)
+            values[name] = whole(name, value, 1, 16 if name == "num_res_blocks" else 4096)
     config = DiffAEConfig(**values)
+    for width in ("embed_channels", "style_channels"):
+        if getattr(config, width) % 2:
+            raise ValueError(f"{origin}: {width} must be even, not {getattr(config, width)}.")
+    if config.channels % config.num_heads:
+        raise ValueError(f"{origin}: channels ({config.channels}) must be a multiple of num_heads ({config.num_heads}).")
     if config.channels % config.groups:
         raise ValueError(f"{origin}: channels ({config.channels}) must be a multiple of groups ({config.groups}).")
     if config.image_size % 2 ** (len(config.encoder_channel_mult) - 1):

@@ -73,3 +73,62 @@ def test_attributes_show_only_their_own_controls_and_history_names_the_sliders(q
         assert panel.form.isRowVisible(panel.prompt) and panel.prompt.toPlainText() == "a bunch of sunflowers"
     finally:
         win.shutdown()
+
+
+def test_a_hand_edited_settings_file_with_wrong_values_still_opens_the_window(qtbot, tmp_path, photo, monkeypatch):
+    import json
+
+    from editor.settings import config_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    config_path().parent.mkdir(parents=True)
+    config_path().write_text(json.dumps({"schema": 2, "mask_opacity": "half", "autosave_seconds": 1e20, "hint_opacity": 0.4}))
+    win = open_window(qtbot, tmp_path, photo, "--demo")
+    try:
+        assert "mask_opacity, autosave_seconds" in win.panel.message.text()
+        assert win.menu_actions.mask_opacity.value() == 50 and win.canvas.hints_item.opacity() == 0.4
+    finally:
+        win.shutdown()
+
+
+def test_hints_hide_over_a_result_and_come_back_with_the_hint_tool(qtbot, tmp_path, photo):
+    win = open_window(qtbot, tmp_path, photo, "--demo", steps=2)
+    try:
+        switch(qtbot, win, "colorize")
+        win.menu_actions.hint.trigger()
+        paint_stroke(qtbot, win, [(100, 400), (200, 400)])
+        assert win.canvas.hints_item.isVisible() and win.document.has_hints
+        with qtbot.waitSignal(win.generation.finished, timeout=120000):
+            win.generation.generate()
+        assert not win.canvas.hints_item.isVisible() and not win.canvas.mask_item.isVisible()  # the result itself is shown
+        win.document.undo_stack.undo()
+        win.document.undo_stack.redo()
+        assert not win.canvas.hints_item.isVisible() and not win.menu_actions.show_hints.isChecked()  # undo and redo leave them hidden
+        win.menu_actions.show_hints.trigger()  # Shift+H
+        assert win.canvas.hints_item.isVisible()
+        win.menu_actions.show_hints.trigger()
+        win.menu_actions.brush.trigger()
+        win.menu_actions.hint.trigger()  # picking the Hint tool brings them back
+        assert win.canvas.hints_item.isVisible() and win.menu_actions.show_hints.isChecked()
+        win.menu_actions.set_hint_opacity(30)
+        assert win.canvas.hints_item.opacity() == 0.3 and win.settings["hint_opacity"] == 0.3
+    finally:
+        win.shutdown()
+
+
+def test_loading_a_model_says_so_with_the_seconds_it_takes(qtbot, tmp_path, photo):
+    from engines import models
+
+    win = open_window(qtbot, tmp_path, photo, "--demo", steps=2)
+    try:
+        models.CACHE.clear()  # as after a fresh start: the model must be read from disk
+        stages = []
+        win.generation.stepped.connect(lambda job_id, step: step.stage and stages.append(win.panel.progress.format()))
+        win.panel.prompt.setPlainText("a red door")
+        paint_stroke(qtbot, win, [(200, 200), (260, 240)])
+        with qtbot.waitSignal(win.generation.finished, timeout=120000):
+            win.generation.generate()
+        assert stages and stages[0].startswith("Loading inpaint…")  # the demo model's folder
+        assert win.panel.progress.format().startswith("Done")
+    finally:
+        win.shutdown()

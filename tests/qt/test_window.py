@@ -40,7 +40,7 @@ def test_paint_generate_watch_apply_undo(qtbot, window, original):
     assert window.panel.guidance_value.value() == 8.5
 
     steps, preview_visible = [], []
-    window.generation.stepped.connect(lambda job, step: steps.append((step.step, step.total)))
+    window.generation.stepped.connect(lambda job, step: step.stage or steps.append((step.step, step.total)))  # not "Loading …"
     window.generation.preview.connect(lambda *a: preview_visible.append(window.canvas.preview_item.isVisible()))
     with qtbot.waitSignal(window.generation.finished, timeout=120000):
         qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
@@ -71,7 +71,7 @@ def test_cancel_leaves_the_picture_unchanged(qtbot, window, original):
     window.panel.steps.setValue(50)
     cancelled, previews = [], []
     window.generation.cancelled.connect(cancelled.append)
-    window.generation.stepped.connect(lambda job, step: previews.append(step.step))
+    window.generation.stepped.connect(lambda job, step: step.stage or previews.append(step.step))
     window.generation.stepped.connect(lambda job, step: step.step == 2 and qtbot.mouseClick(find(window, "cancel"), Qt.LeftButton))
     qtbot.mouseClick(find(window, "generate"), Qt.LeftButton)
     qtbot.waitUntil(lambda: bool(cancelled), timeout=60000)

@@ -121,7 +121,8 @@ def test_the_server_going_away_gives_a_plain_error(hub):
 
     with pytest.raises(ModelUnavailable) as err:
         catalog.download(REPO, PARTS, stop_in_the_unet, endpoint=hub.url)
-    assert "download of tiny/inpaint stopped" in str(err.value) and "resumes" in str(err.value)
+    assert "could not reach the Hugging Face hub to download tiny/inpaint: the connection to the hub failed" in str(err.value)
+    assert "resumes" in str(err.value)
     assert "\n" not in str(err.value)
     assert catalog.installed_path(REPO) is None
 
@@ -227,3 +228,22 @@ def test_a_gated_repository_says_which_licence_to_accept_and_how_to_log_in(hub, 
     message = str(caught.value)
     assert f"huggingface.co/{REPO}" in message and "hf auth login" in message and "licence" in message
     assert catalog.installed_path(REPO) is None
+
+
+def test_network_failures_are_said_in_plain_words():
+    import socket
+
+    def raised_from(cause: BaseException) -> BaseException:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise RuntimeError("Cannot send a request, as the client has been closed.") from inner
+        except RuntimeError as outer:
+            return outer
+
+    lookup = catalog._hub_error("tiny/model", raised_from(socket.gaierror(-2, "Name or service not known")))
+    assert "Errno" not in str(lookup) and "seems to be offline" in str(lookup) and "download again" in str(lookup)
+    assert "did not answer in time" in str(catalog._hub_error("tiny/model", raised_from(TimeoutError("timed out"))))
+    assert "connection to the hub failed" in str(catalog._hub_error("tiny/model", ConnectionRefusedError(111, "Connection refused")))
+    assert "stopped (disk quota)" in str(catalog._hub_error("tiny/model", OSError("disk quota")))  # not a network failure: said as it is

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from engines import registry, testing
 from engines.api import CancelToken, InputError, ModelUnavailable, Request, Task
@@ -62,8 +61,9 @@ def test_pasting_back_changes_only_the_faces_quad(photo):
 @needs_dlib
 def test_the_face_inside_the_dragged_square_is_the_one_edited(photo):
     faces = align.find_faces(photo)
+    assert len(faces) == 2  # dlib finds her face and a small one on the helmet patch
     assert align.choose_face(faces, None) is faces[0]
-    second = faces[1] if len(faces) > 1 else faces[0]
+    second = faces[1]
     x, y, w, h = second.box
     assert align.choose_face(faces, (x - 10, y - 10, w + 20, w + 20)) is second
     with pytest.raises(InputError, match="No face was found inside the square"):
@@ -111,9 +111,8 @@ def test_a_damaged_config_is_refused_before_any_model_is_built(diffae_folder, ph
     (folder / "config.json").write_text(json.dumps(config))
     engine = registry.get("attributes")
     built = []
-    real_init = torch.nn.Module.__init__
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("engines.diffae.engine.DiffAE", lambda cfg: built.append(cfg) or pytest.fail("no model may be built"))
         with pytest.raises(ModelUnavailable, match=message):
             engine.run(Request(Task.ATTRIBUTES, photo, None, model=str(folder), params={"alignment": "square"}), lambda s: None, CancelToken())
-    assert not built and torch.nn.Module.__init__ is real_init
+    assert not built

@@ -166,3 +166,33 @@ def test_a_checkpoint_that_would_inflate_far_beyond_its_size_is_refused_before_r
     assert bomb.stat().st_size < 2_000_000
     with pytest.raises(InputError, match="would unpack to 268,435,456"):
         convert(bomb, tmp_path / "out.safetensors")
+
+
+def test_a_pickle_may_not_change_a_class_or_allocate_without_limit(tmp_path):
+    """Beyond globals: BUILD on an allowed class (which would change it for the whole process) and
+    bytearray(huge) (which would fill the memory) are refused too."""
+    import collections
+    import pickle
+    import zipfile
+
+    def checkpoint_with(payload: bytes, name: str):
+        path = tmp_path / name
+        torch.save({"state_dict": {"ema_model.w": torch.zeros(2)}}, path)
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: archive.read(info.filename) for info in archive.infolist()}
+        pkl = next(n for n in members if n.endswith("data.pkl"))
+        members[pkl] = payload
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, data in members.items():
+                archive.writestr(member, data)
+        return path
+
+    # GLOBAL collections.Counter; {"most_common": None}; BUILD: would set Counter.most_common = None for everyone
+    build_on_a_class = b"\x80\x02ccollections\nCounter\n}X\x0b\x00\x00\x00most_commonNsb."
+    with pytest.raises(InputError, match="setting the state of a type is not allowed"):
+        convert(checkpoint_with(build_on_a_class, "build.ckpt"), tmp_path / "o.safetensors")
+    assert collections.Counter.most_common is not None
+    huge = b"\x80\x02cbuiltins\nbytearray\nJ\x00\xe8vH\x85R."  # bytearray(1_215_752_192)
+    with pytest.raises(InputError, match="global 'builtins.bytearray' is not allowed"):
+        convert(checkpoint_with(huge, "huge.ckpt"), tmp_path / "o.safetensors")
+    assert pickle  # the payloads above are hand-written protocol-2 pickles

@@ -53,7 +53,32 @@ def test_values_are_checked():
         cfg["device"] = "tpu"
     with pytest.raises(KeyError):
         cfg["colour"] = 1
-    assert s.migrate({"schema": 2, "memory": "huge"})["memory"] == "auto"
+    assert s.checked(s.migrate({"schema": 2, "memory": "huge"}))[0]["memory"] == "auto"
+
+
+BAD_VALUES = {  # key: values a hand-edited file may hold; each must fall back to the default
+    "device": ["tpu", 3], "precision": ["half", None], "memory": ["huge"], "task_models": [[], {"inpaint": 3}, "x"],
+    "local_models": ["x", [{"title": "no path"}], [3]], "pickle_allowed": ["a.ckpt", [1]], "asked_downloads": [{}],
+    "hub_endpoint": [5, "ftp://mirror"], "mask_colour": ["red", "#12345", 0xFF0000], "mask_opacity": ["half", 0, 7, float("nan")],
+    "hint_opacity": [-1, True], "recent_files": [None, [3]], "max_megapixels": [0, 1e20, "120"],
+    "autosave_seconds": [1e20, -5, 2.5, "60"], "compile_unet": ["yes", 1],
+}
+
+
+@pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD_VALUES.items() for v in values])
+def test_a_wrong_value_in_the_file_falls_back_to_its_default_and_is_said_once(tmp_path, key, value):
+    path = tmp_path / "settings.json"
+    good = {"schema": 2, "mask_opacity": 0.3, "recent_files": ["a.png"]}
+    path.write_text(json.dumps({**good, key: value}))
+    loaded = s.Settings.load(path)
+    assert loaded[key] == s.DEFAULTS[key] and key in loaded.notice
+    kept = list(tmp_path.glob("settings.json.invalid-*"))
+    assert len(kept) == 1 and json.dumps(json.loads(kept[0].read_text())[key]) == json.dumps(value)  # the person's file, kept once
+    for other, expected in good.items():
+        if other != key:
+            assert loaded[other] == expected  # one wrong value costs that value only
+    again = s.Settings.load(path)
+    assert again.notice == "" and again[key] == s.DEFAULTS[key] and len(list(tmp_path.glob("settings.json.invalid-*"))) == 1
 
 
 def test_logs_rotate_in_the_log_folder(tmp_path):

@@ -58,6 +58,7 @@ def test_zero_on_all_sides_and_oversized_extensions_are_refused(engine, model_di
 def test_large_extensions_work_in_passes_and_tiles_and_preview_each(engine, model_dir, picture):
     steps = []
     result = engine.run(request(picture, model_dir(), (300, 0, 0, 200)), steps.append, CancelToken())
+    steps = [s for s in steps if not s.stage]  # "Loading …" comes first when the model was not in memory
     passes = result.info["passes"]
     assert passes > 4
     assert [(s.pass_index, s.step) for s in steps] == [(k, n) for k in range(1, passes + 1) for n in (1, 2)]
@@ -106,6 +107,8 @@ def test_cancel_in_the_middle_of_a_multi_pass_uncrop(engine, model_dir, picture)
     token, seen = CancelToken(), []
 
     def on_step(step):
+        if step.stage:
+            return
         seen.append((step.pass_index, step.step))
         if step.pass_index == 2 and step.step == 1:
             token.cancel()
