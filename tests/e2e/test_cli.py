@@ -60,7 +60,7 @@ def test_demo_flag_needs_no_model(files):
     assert Image.open(files / "demo.png").size == (512, 512)
     # A normal run says only what Sandcastle has to say: no library's warnings.
     for line in done.stderr.splitlines():
-        assert re.fullmatch(r"step \d+/\d+  [\d.]+ s|wrote .*", line), done.stderr
+        assert re.fullmatch(r"Loading .*…|step \d+/\d+  [\d.]+ s|wrote .*", line), done.stderr
     # Every preview is the whole picture: the input, with the step's picture over the crop the model works on.
     from engines import imaging
     from engines.inpaint import InpaintEngine

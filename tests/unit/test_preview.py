@@ -105,13 +105,13 @@ def test_the_step_callback_hands_over_and_makes_no_picture(model_dir, photo, mon
 
     engine = registry.get("inpaint")
     rendered_at_once: list[np.ndarray] = []
-    engine.run(request(), lambda step: rendered_at_once.append(step.render()), CancelToken())
+    engine.run(request(), lambda step: step.stage or rendered_at_once.append(step.render()), CancelToken())  # not "Loading …"
 
     calls = []
     real_call = preview.LinearPreview.__call__
     monkeypatch.setattr(preview.LinearPreview, "__call__", lambda self, latents: calls.append(1) or real_call(self, latents))
     handed_over = []
-    engine.run(request(), handed_over.append, CancelToken())
+    engine.run(request(), lambda step: step.stage or handed_over.append(step), CancelToken())
     assert calls == [] and all(step.image is None and step.render is not None for step in handed_over)
     rendered_later = [step.picture() for step in handed_over]
     assert len(calls) == 4
