@@ -424,8 +424,8 @@ def make_scheduler(name: str, config: Any) -> Any:
         return DDIMScheduler.from_config(config)
     if name == "Euler ancestral":
         return EulerAncestralDiscreteScheduler.from_config(config)
-    if name == "DPM++ 2M":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    if name == "DPM++ 2M":  # Karras sigmas off explicitly: `config` may be a previous "DPM++ 2M Karras" job's
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=False)
     if name == "DPM++ 2M Karras":
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)
     raise InputError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")

@@ -8,6 +8,8 @@ latent channels → three colours, near-free) or with TAESD, a tiny decoder, whe
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from typing import Any
 
@@ -121,7 +123,14 @@ class X0Capture:
         self.x0: torch.Tensor | None = None
         self._step = scheduler.step
         self._scheduler = scheduler
-        scheduler.step = self.step
+
+        # The pipeline reads the step's signature to decide whether to pass `generator` and `eta`: the
+        # wrapper must show the scheduler's own, or ancestral samplers would draw unseeded noise.
+        @functools.wraps(self._step)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            return self.step(*args, **kwargs)
+
+        scheduler.step = step
 
     def step(self, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
         out = self._step(*args, return_dict=True, **kwargs)

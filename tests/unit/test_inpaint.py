@@ -170,3 +170,24 @@ def test_colour_matching_is_on_by_default_and_can_be_turned_off(engine, model_di
     on, _ = run(engine, request(photo, mask, model_dir()))
     off, _ = run(engine, request(photo, mask, model_dir(), params={"color_match": False}))
     assert not np.array_equal(on.image, off.image)
+
+
+def test_every_scheduler_gives_the_same_picture_for_the_same_seed(engine, model_dir, photo):
+    """Euler ancestral draws noise every step: the pipeline passes it the seeded generator only when the
+    (previewing) step shows that it takes one."""
+    for scheduler in ("Euler ancestral", "DPM++ 2M"):
+        a, _ = run(engine, request(photo, blob_mask(512, 512), model_dir(), seed=11, params={"scheduler": scheduler}))
+        b, _ = run(engine, request(photo, blob_mask(512, 512), model_dir(), seed=11, params={"scheduler": scheduler}))
+        assert np.array_equal(a.image, b.image), scheduler
+
+
+def test_dpm_2m_after_dpm_2m_karras_uses_no_karras_sigmas(engine, model_dir, photo):
+    from engines import models
+
+    run(engine, request(photo, blob_mask(512, 512), model_dir(), params={"scheduler": "DPM++ 2M Karras"}))
+    plain, _ = run(engine, request(photo, blob_mask(512, 512), model_dir(), seed=5, params={"scheduler": "DPM++ 2M"}))
+    loaded = models.load_pipeline("inpaint", str(model_dir()), torch.device("cpu"), torch.float32)
+    assert loaded.pipe.scheduler.config.use_karras_sigmas is False
+    models.CACHE.clear()  # a fresh pipeline, whose scheduler never was Karras, gives the same picture
+    fresh, _ = run(engine, request(photo, blob_mask(512, 512), model_dir(), seed=5, params={"scheduler": "DPM++ 2M"}))
+    assert np.array_equal(plain.image, fresh.image)
