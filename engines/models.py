@@ -256,7 +256,11 @@ def is_loaded(purpose: str, model: str, device: torch.device, dtype: torch.dtype
         source = sources.resolve_source(model, allow_pickle, purpose)
     except ModelUnavailable:
         return False
-    return CACHE.get((purpose, source, str(device), str(dtype), memory or "auto", compile)) is not None
+    return CACHE.get(_cache_key(purpose, source, device, dtype, memory, compile)) is not None
+
+
+def _cache_key(purpose: str, source: ModelSource, device: torch.device, dtype: torch.dtype, memory: str | None, compile: bool) -> tuple:
+    return (purpose, source, str(device), str(dtype), memory or "auto", compile)
 
 
 def load_pipeline(
@@ -278,7 +282,7 @@ def load_pipeline(
 
     source = sources.resolve_source(model, allow_pickle, purpose)
     requested = memory or "auto"
-    key = (purpose, source, str(device), str(dtype), requested, compile)
+    key = _cache_key(purpose, source, device, dtype, memory, compile)
     cached = CACHE.get(key)
     if cached is not None:
         return cached

@@ -105,7 +105,7 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
     if source.kind == "file" and path.suffix.lower() == ".safetensors":
         kind = checkpoints.describe(path)
         return ModelStatus(name, "file", source.location, kind.usable, str(path), catalog.disk_bytes(path), f"{path.name} ({kind.title})",
-                           tasks=kind.tasks, unusable="" if kind.usable else checkpoints.refusal(path, "inpaint") or "")
+                           tasks=kind.tasks, unusable="" if kind.usable else checkpoints.refusal(path, "inpaint", kind) or "")
     return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
 
 

@@ -29,7 +29,7 @@ UNET_SIZES = {
 SDXL_TEXT = {"sdxl": (768, 1280)}  # the two text encoders' widths (CLIP ViT-L and OpenCLIP bigG); smaller sizes use width/2 each
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """The byte→character table of GPT-2/CLIP byte-level BPE: every byte gets a printable character."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -51,7 +51,7 @@ def write_clip_tokenizer(folder: Path) -> int:
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)

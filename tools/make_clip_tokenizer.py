@@ -17,20 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engines.testing import bytes_to_unicode  # noqa: E402  (the byte table the test tokenizer uses too)
+
 MERGES = 49152 - 256 - 2  # CLIP uses the first 48,894 merges of the file
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters, which CLIP's BPE works on."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
 
 
 def main(source: str) -> None:
@@ -40,7 +32,7 @@ def main(source: str) -> None:
     vocab += [v + "</w>" for v in vocab]
     vocab += ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out = Path(__file__).resolve().parent.parent / "resources" / "checkpoints" / "clip_tokenizer"
+    out = ROOT / "resources" / "checkpoints" / "clip_tokenizer"
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
