@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -24,13 +26,48 @@ COMMANDS = ("run", "demo-model")
 
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr naming the fix (exit 2), not the whole usage block."""
+
+    def error(self, message: str):
+        say(f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(values_may_start_with_a_dash(self, args), namespace)
+
+
+def values_may_start_with_a_dash(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str] | None:
+    """`--extend -10,0,0,0` as `--extend=-10,0,0,0`: argparse takes any word starting with a dash that
+    is not a plain negative number for an option, and says "expected one argument" instead of what is
+    wrong with the value. Options that take a value get the next word whatever it starts with."""
+    if argv is None:
+        return None
+    takes_value = {flag for action in parser._actions if action.option_strings and action.nargs is None and action.const is None
+                   for flag in action.option_strings}
+    joined, words = [], iter(argv)
+    for word in words:
+        if word in takes_value:
+            value = next(words, None)
+            if value is not None and value.startswith("-") and value not in parser._option_string_actions:
+                joined.append(f"{word}={value}")
+                continue
+            joined.append(word)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(word)
+    return joined
+
+
 def say(text: str) -> None:
     """One line on stderr. File names that are not valid UTF-8 reach us with surrogate escapes;
     they are shown with U+FFFD in their place, as file managers do, instead of failing to print."""
     print(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), file=sys.stderr, flush=True)
 
+
 def gui_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sandcastle", description="Sandcastle image editor.",
+    parser = OneLineParser(prog="sandcastle", description="Sandcastle image editor.",
                                      epilog="Headless: sandcastle run TASK --help; sandcastle demo-model --help")
     parser.add_argument("image", nargs="?", help="picture to open")
     parser.add_argument("--model", help="hub id, local diffusers folder or .safetensors file to generate with")
@@ -39,7 +76,7 @@ def gui_parser() -> argparse.ArgumentParser:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sandcastle run", description="Run one engine without the window.")
+    parser = OneLineParser(prog="sandcastle run", description="Run one engine without the window.")
     parser.add_argument("task", help="inpaint, uncrop, colorize, edit or attributes")
     parser.add_argument("--image", required=True)
     parser.add_argument("--mask", help="white = repaint; same size as the image")
@@ -67,11 +104,12 @@ def run_parser() -> argparse.ArgumentParser:
 
 def demo_parser() -> argparse.ArgumentParser:
     from engines.testing import KINDS
+    from engines.testing_dit import DIT_KINDS
 
-    parser = argparse.ArgumentParser(prog="sandcastle demo-model", description="Write a tiny random-weight model in diffusers format.")
+    parser = OneLineParser(prog="sandcastle demo-model", description="Write a tiny random-weight model in diffusers format.")
     parser.add_argument("dir")
-    parser.add_argument("--kind", required=True, choices=KINDS + ("diffae",))
-    parser.add_argument("--size", default="tiny", choices=("tiny", "small", "sd15"))
+    parser.add_argument("--kind", required=True, choices=KINDS + DIT_KINDS + ("diffae",))
+    parser.add_argument("--size", default="tiny", choices=("tiny", "small", "sd15"), help="SD kinds only; the others are always tiny")
     return parser
 
 
@@ -93,9 +131,13 @@ def parse_param(text: str, spec) -> tuple[str, object]:
             if raw.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
                 raise ValueError
             return name, raw.lower() in ("1", "true", "on", "yes")
+        if p.type is int:
+            number = float(raw)  # "12", "1e3" and "12.0" are whole numbers; "12.5" is refused by the spec's check
+            return name, int(number) if number.is_integer() else number
         return name, p.type(raw)
-    except ValueError:
-        raise InputError(f"{p.label} must be a {p.type.__name__}, not {raw!r}.") from None
+    except (ValueError, OverflowError):
+        kind = {bool: "on or off", int: "a whole number", float: "a number"}.get(p.type, "text")
+        raise InputError(f"{p.label} must be {kind}, not {raw!r}.") from None
 
 
 def parse_region(text: str) -> dict[str, int]:
@@ -121,22 +163,104 @@ def parse_extend(text: str) -> dict[str, int]:
     return dict(zip(("left", "top", "right", "bottom"), values))
 
 
+SAVED_ENDINGS = (".png", ".jpg", ".jpeg", ".webp")
+DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def check_paths(args) -> None:
+    """Everything about the files named on the command line that can be known before a model loads
+    (which takes seconds to minutes): a bad --out found after the generation loses the whole run."""
+    from engines.api import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name in it, like {out / ('result' + SAVED_ENDINGS[0])}.")
+    if out.suffix.lower() not in SAVED_ENDINGS:
+        ending = f"ends in {out.suffix}" if out.suffix else "has no ending"
+        raise InputError(f"--out {out.name} {ending}; Sandcastle writes .png, .jpg or .webp pictures.")
+    folder = out.parent
+    if not folder.is_dir():
+        raise InputError(f"The folder for --out, {folder}, does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"The folder for --out, {folder}, is read-only; choose a folder you can write to.")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise InputError(f"--out {out.name} exists and is read-only; choose another name.")
+    if args.previews:
+        previews = Path(args.previews)
+        if previews.exists() and not previews.is_dir():
+            raise InputError(f"--previews {previews} is a file; it takes a folder (made if missing) for one picture per step.")
+        existing = next((p for p in [previews, *previews.parents] if p.exists()), Path("."))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise InputError(f"--previews {previews} cannot be written ({existing} is read-only); choose a folder you can write to.")
+    if args.device is not None and not DEVICE.fullmatch(args.device):
+        raise InputError(f"--device must be cpu, cuda, cuda:N (a GPU's number) or mps, not {args.device!r}.")
+
+
+class StopOnSignal:
+    """Ctrl+C (SIGINT) and SIGTERM cancel the run at its next denoising step, so it ends with one line
+    and writes nothing; a second one stops at once (a model still loading cannot be interrupted more
+    gently)."""
+
+    def __init__(self, token) -> None:
+        self.token = token
+        self.signal: int | None = None
+        self.previous = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.previous[number] = signal.signal(number, self.stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def stop(self, number: int, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = number
+        self.token.cancel()
+
+    @property
+    def name(self) -> str:
+        return "Ctrl+C" if self.signal in (None, signal.SIGINT) else signal.Signals(self.signal).name
+
+
 def run_headless(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
+    from engines.api import CancelToken, InputError
+
+    try:
+        check_paths(args)
+    except InputError as exc:
+        say(f"sandcastle: {exc}")
+        return 2
+    token = CancelToken()
+    with StopOnSignal(token) as stopping:
+        try:
+            return generate_headless(args, token)
+        except KeyboardInterrupt:
+            stopping.signal = stopping.signal or signal.SIGINT
+    say(f"sandcastle: stopped by {stopping.name}; nothing was written.")
+    return 128 + stopping.signal
+
+
+def generate_headless(args, token) -> int:
+    """The run itself; every failure is one line on stderr and an exit code (see the module's docstring)."""
     from engines import imaging, registry
-    from engines.api import InputError, ModelUnavailable, Request, SandcastleError, Task
+    from engines.api import Cancelled, InputError, Request, Task
 
     try:
         try:
             task = Task(args.task)
         except ValueError:
             raise InputError(f"Unknown task {args.task!r}; choose one of {', '.join(t.value for t in Task)}.") from None
-        engine = registry.get(task.value)
-        image, alpha = imaging.load_picture(args.image)
+        from engines import services
+
+        image, alpha, colour = services.read_picture(args.image)  # sRGB for the model; the file's own colour space kept for the save
         mask = imaging.load_mask(args.mask, (image.shape[1], image.shape[0])) if args.mask else None
-        out = Path(args.out)
-        if not out.parent.is_dir():
-            raise InputError(f"The folder for --out, {out.parent}, does not exist.")
+        hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
+        engine = registry.get(task.value)
         params = dict(parse_param(t, engine.spec) for t in args.param)
         if args.extend is not None:
             params.update(parse_extend(args.extend))
@@ -153,7 +277,6 @@ def run_headless(argv: list[str]) -> int:
             from engines.services import demo_model
 
             model = demo_model(task.value, params)
-        hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
         request = Request(
             task=task, image=image, mask=mask, hints=hints, prompt=args.prompt, negative_prompt=args.negative,
             guidance_scale=args.guidance, strength=args.strength, steps=25 if args.steps is None else args.steps, seed=args.seed, model=model,
@@ -162,11 +285,14 @@ def run_headless(argv: list[str]) -> int:
         engine.check(request)
         from engines.api import default_model_for
 
-        fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle)
+        fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle, token)
         previews = Path(args.previews) if args.previews else None
         frames = None
         if previews:
-            previews.mkdir(parents=True, exist_ok=True)
+            try:
+                previews.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"--previews {previews} could not be made ({exc.strerror or exc}).") from None
             frames = PreviewFrames(image, result_shape(task, image, engine.spec.values(params)))
 
         def on_step(step) -> None:
@@ -181,25 +307,55 @@ def run_headless(argv: list[str]) -> int:
                 name = f"pass-{step.pass_index:02d}-step-{step.step:03d}.png" if step.passes > 1 else f"step-{step.step:03d}.png"
                 imaging.save_image(previews / name, frames.add(step, picture))
 
-        from engines.api import CancelToken
-
-        result = engine.run(request, on_step, CancelToken())
+        result = engine.run(request, on_step, token)
         for warning in result.info.get("warnings", []):
             say(f"sandcastle: warning: {warning}")
         if alpha is not None and result.image.shape[:2] != alpha.shape:  # uncrop grew the picture: its new area is opaque
             alpha = imaging.embed(alpha, result.image.shape[:2], result.offset, 255)
-        imaging.save_image(out, result.image, alpha=alpha)
+        out = Path(args.out)
+        services.save_image(str(out), result.image, alpha=alpha, colour=None if colour is None else colour.moved(result.offset))
         say(f"wrote {out} ({result.seconds:.1f} s)")
         return 0
-    except InputError as exc:
+    except Cancelled:
+        raise KeyboardInterrupt from None  # only a signal cancels a headless run
+    except Exception as exc:
+        return report_failure(exc)
+
+
+def report_failure(exc: Exception) -> int:
+    """One line on stderr for why a command failed, and its exit code: 2 bad input, 3 model
+    unavailable, 1 anything else. A bug's traceback goes to the log, not the terminal."""
+    from engines.api import InputError, ModelUnavailable, SandcastleError
+
+    if isinstance(exc, (InputError, ModelUnavailable, SandcastleError)):
         say(f"sandcastle: {exc}")
-        return 2
-    except ModelUnavailable as exc:
-        say(f"sandcastle: {exc}")
-        return 3
-    except SandcastleError as exc:
-        say(f"sandcastle: {exc}")
+        return 2 if isinstance(exc, InputError) else 3 if isinstance(exc, ModelUnavailable) else 1
+    if isinstance(exc, OSError):  # the disk, after the checks: full, gone, or a folder that became read-only
+        where = f" ({exc.filename})" if exc.filename else ""
+        say(f"sandcastle: {exc.strerror or first_line(exc)}{where}; nothing was written.")
         return 1
+    log_path = log_failure()
+    say(f"sandcastle: unexpected failure ({type(exc).__name__}: {first_line(exc)}); details in {log_path}.")
+    return 1
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no message"
+
+
+def log_failure() -> Path:
+    """Write the current exception's traceback to Sandcastle's log folder; returns the file."""
+    import traceback
+
+    import platformdirs
+
+    folder = Path(platformdirs.user_log_dir("sandcastle"))  # where the window logs too (Help → Open log folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sandcastle-run.log"
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(traceback.format_exc() + "\n")
+    return path
 
 
 def result_shape(task, image, values: dict) -> tuple[int, int]:
@@ -236,7 +392,7 @@ class PreviewFrames:
         return self.sheet
 
 
-def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
+def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = (), cancel=None) -> None:
     """Download a hub model that is not on this computer yet, with progress on stderr (the person
     named it on the command line, which is consent). Offline, this raises ModelUnavailable."""
     from engines import sources
@@ -248,6 +404,8 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
         return
     if is_offline():
         raise ModelUnavailable(sources.unavailable_message(sources.ModelSource("hub", status.location)))
+    if status.access:
+        say(f"{status.location} is gated: if the download is refused, {status.access}")
     say(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})")
     last = [0.0]
 
@@ -256,23 +414,21 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = ()) -> None:
             last[0] = p.done_bytes
             say(f"  {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  {p.bytes_per_second / 1e6:.1f} MB/s")
 
-    download_model(status.location, status.components, show, CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
+    download_model(status.location, status.components, show, cancel or CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
 
 def convert_diffae(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sandcastle convert-diffae",
+    parser = OneLineParser(prog="sandcastle convert-diffae",
                                      description="Convert an official DiffAE checkpoint (autoencoder or attribute classifier) to safetensors.")
     parser.add_argument("checkpoint")
     parser.add_argument("out")
     args = parser.parse_args(argv)
-    from engines.api import InputError
     from engines.diffae.convert import convert
 
     try:
         kind = convert(args.checkpoint, args.out)
-    except InputError as exc:
-        say(f"sandcastle: {exc}")
-        return 2
+    except Exception as exc:
+        return report_failure(exc)
     say(f"wrote the {kind} to {args.out}")
     return 0
 
@@ -280,8 +436,17 @@ def convert_diffae(argv: list[str]) -> int:
 def write_demo_model(argv: list[str]) -> int:
     args = demo_parser().parse_args(argv)
     from engines.testing import write_diffae, write_model
+    from engines.testing_dit import DIT_KINDS, write_dit_model
 
-    folder = write_diffae(args.dir) if args.kind == "diffae" else write_model(args.dir, args.kind, args.size)
+    try:
+        if args.kind == "diffae":
+            folder = write_diffae(args.dir)
+        elif args.kind in DIT_KINDS:
+            folder, args.size = write_dit_model(args.dir, args.kind), "tiny"
+        else:
+            folder = write_model(args.dir, args.kind, args.size)
+    except Exception as exc:
+        return report_failure(exc)
     say(f"wrote a random-weight {args.kind} model ({args.size}) to {folder}")
     return 0
 

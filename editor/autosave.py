@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtCore import QLockFile
 
-from engines.services import user_data_folder
+from engines.services import ColourSource, user_data_folder
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -45,6 +45,7 @@ class Snapshot:
     panel: dict[str, Any]
     source_path: str | None
     versions: list[dict[str, Any]] = field(default_factory=list)  # {"image", "box", "offset", "seed"}: versions not yet chosen
+    colour: ColourSource | None = None  # the file's own colours (profile and pixels), so a restored picture still saves in them
 
 
 def autosave_root() -> Path:
@@ -66,13 +67,19 @@ def write_snapshot(folder: Path, snap: Snapshot, clean_exit: bool) -> None:
         if snap.alpha is not None:
             files["alpha"] = "alpha.png"
             _png(snap.alpha, fresh / "alpha.png")
+        colour = None
+        if snap.colour is not None:
+            files["colour"] = "colour.png"
+            _png(snap.colour.pixels, fresh / "colour.png")
+            (fresh / "colour.icc").write_bytes(snap.colour.profile)
+            colour = {"offset": list(snap.colour.offset), "description": snap.colour.description}
         versions = []
         for i, c in enumerate(snap.versions):
             name = f"version-{i}.png"
             _png(c["image"], fresh / name)
             versions.append({"file": name, "box": list(c["box"]), "offset": list(c["offset"]), "seed": int(c["seed"])})
         meta = {"format": FORMAT, "saved_at": time.time(), "clean_exit": clean_exit, "source_path": snap.source_path,
-                "files": files, "panel": snap.panel, "versions": versions}
+                "files": files, "panel": snap.panel, "versions": versions, "colour": colour}
         (fresh / SESSION_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")  # ASCII escapes keep non-UTF-8 names
         old = folder.with_name(f".{folder.name}-old-{uuid.uuid4().hex[:8]}")
         if folder.exists():
@@ -129,7 +136,22 @@ def read_snapshot(folder: Path, max_pixels: int) -> Snapshot:
         versions.append({"image": load(c.get("file"), "RGB"), "box": tuple(c["box"]), "offset": tuple(c["offset"]), "seed": c["seed"]})
     panel = meta.get("panel") if isinstance(meta.get("panel"), dict) else {}
     source = meta.get("source_path") if isinstance(meta.get("source_path"), str) else None
-    return Snapshot(image, mask, hints, alpha, panel, source, versions)
+    return Snapshot(image, mask, hints, alpha, panel, source, versions, _colour(folder, meta, files, load))
+
+
+def _colour(folder: Path, meta: dict, files: dict, load) -> ColourSource | None:
+    """The file's own colours when the snapshot kept them; None (the picture saves as sRGB) when they
+    are missing or damaged, which loses the profile but never the picture."""
+    about = meta.get("colour")
+    if "colour" not in files or not isinstance(about, dict) or not _ints(about.get("offset"), 2):
+        return None
+    try:
+        profile = (folder / "colour.icc").read_bytes()
+        pixels = load(files["colour"], "RGB")
+    except (OSError, RestoreError) as exc:
+        log.warning("the autosaved colour profile was not restored: %s", exc)
+        return None
+    return ColourSource(profile=profile, pixels=pixels, description=str(about.get("description", "")), offset=tuple(about["offset"]))
 
 
 def _ints(values: Any, n: int) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
-from engines.services import embed, fill_mask_region, grow_mask, save_image
+from engines.services import ColourSource, embed, fill_mask_region, grow_mask, save_image
 
 
 class RegionCommand(QUndoCommand):
@@ -75,6 +75,9 @@ class Document(QObject):
         super().__init__(parent)
         self.image: np.ndarray | None = None
         self.alpha: np.ndarray | None = None  # the picture's transparency, restored on save
+        # The file's own colours when it is not sRGB: `image` is an sRGB view of them, and a save writes the
+        # file's own values back wherever the view is unchanged, with the file's profile.
+        self.colour: ColourSource | None = None
         self.mask: np.ndarray = np.zeros((0, 0), np.uint8)
         self.mask_qimage: QImage | None = None
         self.hints: np.ndarray = np.zeros((0, 0, 4), np.uint8)
@@ -92,9 +95,11 @@ class Document(QObject):
 
     # ---- whole picture ----------------------------------------------------------------------
 
-    def set_image(self, image: np.ndarray, path: Path | None = None, alpha: np.ndarray | None = None) -> None:
+    def set_image(self, image: np.ndarray, path: Path | None = None, alpha: np.ndarray | None = None,
+                  colour: ColourSource | None = None) -> None:
         self.image = np.array(image, dtype=np.uint8, order="C")  # our own writable copy
         self.alpha = None if alpha is None else np.array(alpha, dtype=np.uint8)  # kept aside: engines work on RGB
+        self.colour = colour
         self._set_mask(np.zeros(image.shape[:2], np.uint8))
         self.path, self.confirmed_path = path, None
         self.undo_stack.clear()
@@ -175,22 +180,24 @@ class Document(QObject):
         size = image.shape[:2]
         mask, hints = embed(self.mask, size, offset, 0), embed(self.hints, size, offset, 0)
         alpha = None if self.alpha is None else embed(self.alpha, size, offset, 255)  # the new area is generated, so opaque
-        before = (self.image, self.mask.copy(), self.hints.copy(), self.frame, self.alpha)
-        after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0), alpha)
+        colour = None if self.colour is None else self.colour.moved(offset)  # the file's own pixels now lie at the offset
+        before = (self.image, self.mask.copy(), self.hints.copy(), self.frame, self.alpha, self.colour)
+        after = (np.array(image, dtype=np.uint8, order="C"), mask, hints, (0, 0, 0, 0), alpha, colour)
         self._swap_pixels(*after)
         self.undo_stack.push(ResizeCommand(text, self, before, after))
 
     def _swap_pixels(self, image: np.ndarray, mask: np.ndarray, hints: np.ndarray, frame: tuple[int, int, int, int],
-                     alpha: np.ndarray | None) -> None:
+                     alpha: np.ndarray | None, colour: ColourSource | None) -> None:
         self.image = image.copy()  # the command keeps its own copy, whatever later steps do in place
         self.alpha = None if alpha is None else alpha.copy()
+        self.colour = colour  # never changed in place: one record can serve both sides of the undo step
         self._set_mask(mask.copy(), hints.copy())
         self.version += 1
         self.set_frame(frame)
         self.resized.emit()
 
     def save(self, path: str | Path) -> None:
-        save_image(str(path), self.image, self.alpha)
+        save_image(str(path), self.image, self.alpha, self.colour)
         self.path = self.confirmed_path = Path(path)
         self.undo_stack.setClean()
         self.pathChanged.emit()

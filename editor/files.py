@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
 from editor.qtimage import from_qimage, to_qimage
 from engines.api import SandcastleError
-from engines.services import load_mask, load_picture, picture_size, save_image, save_mask
+from engines.services import load_mask, picture_size, remove_stale_temporaries, save_image, save_mask
+from engines.services import read_picture as load_picture  # (image, alpha, colour): the one place pictures are decoded
 
 if TYPE_CHECKING:
     from editor.window import MainWindow
@@ -27,7 +28,7 @@ SAVE_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp)"
 
 
 class Files(QObject):
-    _pictureLoaded = Signal(object, object, object, str)  # path, image, alpha, error: from the loader thread
+    _pictureLoaded = Signal(object, object, str)  # path, picture (image, alpha, colour), error: from the loader thread
 
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
@@ -35,6 +36,7 @@ class Files(QObject):
         self.opening: Path | None = None  # a big picture being decoded on the loader thread
         self._loader: threading.Thread | None = None
         self._pictureLoaded.connect(self._on_picture_loaded)
+        self._cleaner = self._remove_stale_temporaries()
 
     @property
     def max_pixels(self) -> int:
@@ -59,35 +61,35 @@ class Files(QObject):
             self._loader.start()
             return True
         try:
-            image, alpha = load_picture(str(path), self.max_pixels)
+            picture = load_picture(str(path), self.max_pixels)
         except SandcastleError as exc:
             self.window.show_error(str(exc))
             return False
-        self._show_opened(Path(path), image, alpha)
+        self._show_opened(Path(path), picture)
         return True
 
     def _load_picture(self, path: Path, max_pixels: int) -> None:
         """On the loader thread: decode, then hand the pixels to the GUI thread through a queued signal."""
         try:
-            image, alpha = load_picture(str(path), max_pixels)
+            picture = load_picture(str(path), max_pixels)
         except SandcastleError as exc:
-            self._pictureLoaded.emit(path, None, None, str(exc))
+            self._pictureLoaded.emit(path, None, str(exc))
         except Exception as exc:  # keep the window alive whatever the decoder does
             log.error("opening %s failed: %s", path, exc)
-            self._pictureLoaded.emit(path, None, None, f"{path.name} could not be opened ({type(exc).__name__}: {exc}).")
+            self._pictureLoaded.emit(path, None, f"{path.name} could not be opened ({type(exc).__name__}: {exc}).")
         else:
-            self._pictureLoaded.emit(path, image, alpha, "")
+            self._pictureLoaded.emit(path, picture, "")
 
-    def _on_picture_loaded(self, path: Path, image, alpha, error: str) -> None:
+    def _on_picture_loaded(self, path: Path, picture, error: str) -> None:
         self.opening = None
         QApplication.restoreOverrideCursor()
         if error:
             self.window.show_error(error)
         else:
-            self._show_opened(path, image, alpha)
+            self._show_opened(path, picture)
 
-    def _show_opened(self, path: Path, image, alpha) -> None:
-        self.document.set_image(image, path, alpha)
+    def _show_opened(self, path: Path, picture) -> None:
+        self.document.set_image(picture.image, path, picture.alpha, picture.colour)
         self.window.generation.discard_versions()
         self.window.panel.show_message("")
         self.window.statusBar().showMessage(f"Opened {path.name}", 4000)
@@ -105,9 +107,25 @@ class Files(QObject):
             self.open_path(path, background=True)
 
     def wait(self, seconds: float = 30) -> None:
-        """Let a picture being decoded finish (before the window closes)."""
+        """Let a picture being decoded and the start-up cleaning finish (before the window closes)."""
         if self._loader is not None:
             self._loader.join(seconds)
+        self._cleaner.join(min(seconds, 1))  # only a folder that does not answer takes longer; leaving it behind is harmless
+
+    def _remove_stale_temporaries(self) -> threading.Thread:
+        """At start, remove what saves killed mid-write left in the folders of the recent files: those are
+        the folders Sandcastle saves into (every save also cleans its own folder). On a thread, because a
+        network folder can take long to answer; it touches only files named as our temporaries."""
+        folders = list(dict.fromkeys(str(Path(p).parent) for p in self.settings["recent_files"] if isinstance(p, str)))
+
+        def clean() -> None:
+            for folder in folders:
+                for path in remove_stale_temporaries(folder):
+                    log.info("removed %s, left by a save that did not finish", path)
+
+        thread = threading.Thread(target=clean, name="sandcastle-clean-temporaries", daemon=True)
+        thread.start()
+        return thread
 
     # ---- recent files -------------------------------------------------------------------------
 
@@ -151,7 +169,10 @@ class Files(QObject):
     def save_to(self, path: Path) -> bool:
         try:
             self.document.save(path)
-        except (SandcastleError, OSError) as exc:
+        except SandcastleError as exc:
+            self.window.show_error(str(exc))  # a whole sentence naming the file and what to do
+            return False
+        except OSError as exc:
             self.window.show_error(f"Could not save {path.name}: {exc}")
             return False
         self.window.statusBar().showMessage(f"Saved {path.name}", 4000)
@@ -201,7 +222,9 @@ class Files(QObject):
         if path:
             try:
                 save_mask(path, self.document.mask)
-            except (SandcastleError, OSError) as exc:
+            except SandcastleError as exc:
+                self.window.show_error(str(exc))  # a whole sentence naming the file and what to do
+            except OSError as exc:
                 self.window.show_error(f"The mask could not be saved ({exc}).")
 
     # ---- clipboard and drag and drop ------------------------------------------------------------

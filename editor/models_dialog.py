@@ -1,5 +1,9 @@
 """The Models dialog: every preset with its state, size and place on disk; download (progress,
-speed, cancel, resume), delete, add a local folder or file, and which model each task uses."""
+speed, cancel, resume), delete, add a local folder or file, and which model each task uses.
+
+A gated preset (the hub gives its files only to a logged-in account that accepted its licence) says so
+before anything is fetched: in its status, in the line below the table, when it is chosen for a task, and
+in a question when Download is pressed, naming the licence, the page to accept it on and `hf auth login`."""
 
 from __future__ import annotations
 
@@ -35,6 +39,13 @@ from engines.services import default_model, delete_model, model_presets, model_s
 log = logging.getLogger(__name__)
 COLUMNS = ("Model", "Tasks", "Status", "Size", "Location")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+GATED_STATE = "Not installed (gated: licence and log-in first)"
+
+
+def gated_note(row: dict) -> str:
+    """What a gated preset needs before it downloads, as one sentence."""
+    return (f"{row['title']} is gated: the hub gives its files only to an account that accepted its licence. Before "
+            f"downloading, {row['access']}.")
 
 
 class ModelsDialog(QDialog):
@@ -107,7 +118,8 @@ class ModelsDialog(QDialog):
         rows = []
         for p in model_presets():
             rows.append({"name": p.id, "title": p.title, "tasks": ", ".join(p.tasks), "hub_id": p.hub_id, "components": p.components,
-                         "licence": p.licence, "estimate": p.download_bytes, "about": p.description, "manual": p.manual})
+                         "licence": p.licence, "estimate": p.download_bytes, "about": p.description, "manual": p.manual,
+                         "access": p.access_steps()})
         for local in self.settings["local_models"]:
             rows.append({"name": local["path"], "title": local.get("title") or Path(local["path"]).name, "tasks": "any",
                          "hub_id": None, "components": (), "licence": "", "estimate": 0, "about": local["path"], "manual": "", "local": True})
@@ -122,7 +134,7 @@ class ModelsDialog(QDialog):
             row["state"] = status
             for c, text in enumerate((row["title"], row["tasks"], status, size, where)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(row["about"])
+                item.setToolTip(row["about"] + (f"\n{gated_note(row)}" if row.get("access") else ""))
                 self.table.setItem(r, c, item)
             if row["name"] == selected:
                 self.table.selectRow(r)
@@ -145,6 +157,8 @@ class ModelsDialog(QDialog):
             row["about"] = status.title
         if status.installed:
             return "Installed", human_bytes(status.disk_bytes), status.path or ""
+        if row.get("access"):
+            return GATED_STATE, f"about {human_bytes(row['estimate'])}", ""
         return "Not installed", f"about {human_bytes(row['estimate'])}", ""
 
     def selected_row(self) -> dict | None:
@@ -169,14 +183,21 @@ class ModelsDialog(QDialog):
         self.delete_button.setEnabled(bool(row) and (installed or row.get("local", False)) and not busy)
         if row:
             extra = f"\n{row['manual']}" if row["manual"] else ""
+            gated = f"\n{gated_note(row)}" if row.get("access") and row.get("state") != "Installed" else ""
             licence = f" Licence: {row['licence']}." if row["licence"] else ""
-            self.about.setText(f"{row['title']}: {row['about']}{licence}{extra}")
+            self.about.setText(f"{row['title']}: {row['about']}{licence}{extra}{gated}")
 
     # ---- actions ------------------------------------------------------------------------------
 
     def download_selected(self) -> None:
         row = self.selected_row()
         if row and row["hub_id"]:
+            if row.get("access") and not self.confirm(
+                f"{gated_note(row)}\n\nWithout both, the hub refuses the download. Download {row['title']} now "
+                f"(about {human_bytes(row['estimate'])})?"
+            ):
+                self.message.setText(f"{row['title']} was not downloaded: {gated_note(row)}")
+                return
             self.message.setText("")
             self.generation.download(row["hub_id"], tuple(row["components"]))
             self.progress.setVisible(True)
@@ -256,8 +277,14 @@ class ModelsDialog(QDialog):
             combo.blockSignals(False)
 
     def _task_model_chosen(self, task: str) -> None:
-        self.settings.set_model_for(task, self.task_combos[task].currentData())
+        name = self.task_combos[task].currentData()
+        self.settings.set_model_for(task, name)
         self.settings.save()
+        row = next((r for r in self._rows if r["name"] == name), None)
+        if row and row.get("access") and row.get("state") != "Installed":
+            self.message.setText(f"{row['title']} will be used for {task}. {gated_note(row)}")
+        elif " will be used for " in self.message.text():  # the note of a gated model chosen before: no longer true
+            self.message.setText("")
 
     # ---- download progress --------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engines.api import EngineSpec, ParamSpec
+from engines.api import EngineSpec, ModelControls, ParamSpec
 
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 1.0, 20.0, 0.5
 ASPECTS = (("Free", None), ("1:1", 1.0), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:4", 0.75), ("9:16", 9 / 16))
@@ -41,6 +41,7 @@ PLACEHOLDERS = {  # what each task wants in its prompt
     "colorize": "The colours, like \u201cred car, blue sky\u201d (optional)",
 }
 DEFAULT_GUIDANCE = 7.5  # a task's guidance until the person sets one
+STEPS_HELP = "Denoising steps: more is slower and usually finer."
 
 
 def time_left(seconds: float) -> str:
@@ -112,7 +113,8 @@ class GeneratePanel(QWidget):
         row = self.guidance_row = QHBoxLayout()
         row.addWidget(self.guidance, 1)
         row.addWidget(self.guidance_value)
-        form.addRow(_buddy("&Guidance", self.guidance), row)
+        self.guidance_label = _buddy("&Guidance", self.guidance)
+        form.addRow(self.guidance_label, row)
 
         self.strength = QDoubleSpinBox(objectName="strength")
         self.strength.setRange(0.01, 1.0)
@@ -123,7 +125,7 @@ class GeneratePanel(QWidget):
         self.steps = QSpinBox(objectName="steps")
         self.steps.setRange(1, 150)
         self.steps.setValue(25)
-        self.steps.setToolTip("Denoising steps: more is slower and usually finer.")
+        self.steps.setToolTip(STEPS_HELP)
         form.addRow("&Steps", self.steps)
         self.seed = QSpinBox(objectName="seed")
         self.seed.setRange(0, MAX_SEED)
@@ -168,6 +170,7 @@ class GeneratePanel(QWidget):
         layout.addWidget(self.engine_box)
         self.param_widgets: dict[str, QWidget] = {}
         self.spec: EngineSpec | None = None
+        self.model_controls = ModelControls()  # Stable Diffusion's until a model says otherwise
 
         layout.addStretch(1)
         pinned = QVBoxLayout()
@@ -341,16 +344,37 @@ class GeneratePanel(QWidget):
         controls = {"prompt": self.prompt, "negative": self.negative, "guidance": self.guidance, "strength": self.strength,
                     "steps": self.steps, "seed": self.seed}
         rows = {"guidance": self.guidance_row, "seed": self.seed_row}
-        for name, widget in controls.items():  # only the controls this task uses are shown
-            widget.setEnabled(name in self.spec.common)
-            self.form.setRowVisible(rows.get(name, widget), name in self.spec.common)
-        self.guidance_value.setEnabled("guidance" in self.spec.common)
+        model = self.model_controls
+        read = {"guidance": model.guidance is not None, "negative": model.negative}  # what the chosen model does with them
+        for name, widget in controls.items():  # only the controls this task and its model use are shown
+            used = name in self.spec.common and read.get(name, True)
+            widget.setEnabled(used)
+            self.form.setRowVisible(rows.get(name, widget), used)
+        self.guidance_value.setEnabled("guidance" in self.spec.common and model.guidance is not None)
+        scheduler = self.param_widgets.get("scheduler")
+        if scheduler is not None:
+            self.engine_form.setRowVisible(scheduler, model.scheduler)
         self.random_seed.setEnabled("seed" in self.spec.common)
         self.versions.setEnabled("seed" in self.spec.common)  # versions differ by seed; without one they would all be the same
         self.form.setRowVisible(self.versions, "seed" in self.spec.common)
         self.engine_box.setVisible(any(p.panel for p in self.spec.params))
         rule = self.spec.strength_when
         self.strength.setEnabled("strength" in self.spec.common and (rule is None or values.get(rule[0]) == rule[1]))
+
+    def set_model_controls(self, controls: ModelControls) -> None:
+        """Show the controls the chosen model uses, labelled with what they mean to it (FLUX's distilled
+        guidance, Qwen's true CFG, none for FLUX.2 [klein]); Stable Diffusion uses them all."""
+        self.model_controls = controls
+        if controls.guidance is not None:
+            label, help, minimum, maximum = controls.guidance
+            self.guidance_label.setText(f"&{label}")
+            for widget in (self.guidance, self.guidance_value):
+                widget.setToolTip(help)
+            self.guidance.setRange(int(minimum / GUIDANCE_STEP), int(maximum / GUIDANCE_STEP))
+            self.guidance_value.setRange(minimum, maximum)
+        self.steps.setToolTip(f"{STEPS_HELP} {controls.steps_help}".strip())
+        if self.spec is not None:
+            self._update_applicable()
 
     def params(self) -> dict[str, Any]:
         """The current engine's parameters, as the document holds them."""

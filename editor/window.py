@@ -28,6 +28,7 @@ from editor.settings import Settings, log_folder
 from editor.versions import VersionStrip
 from engines import registry
 from engines.api import ModelStatus, Result
+from engines.services import model_controls
 
 log = logging.getLogger(__name__)
 FRAME_SIDES = ("left", "top", "right", "bottom")
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         if task != self.panel.current_task():
             return
         self.panel.set_engine_spec(engine.spec)
+        self._show_model_controls()
         # Uncrop's sides are both engine parameters and the frame on the canvas: keep them in step.
         for name in FRAME_SIDES:
             widget = self.panel.param_widgets.get(name)
@@ -223,7 +225,8 @@ class MainWindow(QMainWindow):
             self, "Download a model",
             f"{status.title} is needed for this and is not on this computer yet.\n\nDownload: about {size}\n"
             f"Licence: {status.licence or 'see the model page'}\nFrom: huggingface.co/{status.location}\n\n"
-            "It is saved in the Hugging Face cache and works offline afterwards. Download it now?",
+            + (f"It is gated: first {status.access}.\n\n" if status.access else "")
+            + "It is saved in the Hugging Face cache and works offline afterwards. Download it now?",
             QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Yes,
         )
         return answer == QMessageBox.Yes
@@ -232,6 +235,13 @@ class MainWindow(QMainWindow):
         from editor.models_dialog import ModelsDialog
 
         ModelsDialog(self.settings, self.generation, self).exec()
+        self._show_model_controls()  # the task's model may have changed
+
+    def _show_model_controls(self) -> None:
+        """The panel shows the controls the task's model uses (no guidance for FLUX.2 [klein], true CFG for Qwen…)."""
+        task = self.panel.current_task()
+        if task in self.generation.engines:
+            self.panel.set_model_controls(model_controls(self.generation.model_for(task), tuple(self.settings["pickle_allowed"])))
 
     def open_settings(self) -> None:
         from editor.settings_dialog import SettingsDialog
@@ -286,7 +296,7 @@ class MainWindow(QMainWindow):
             return None
         versions = [{"image": v.result.image, "box": v.result.box, "offset": v.result.offset, "seed": v.seed} for v in self.generation.versions]
         return Snapshot(d.image.copy(), d.mask.copy(), d.hints.copy() if d.has_hints else None, None if d.alpha is None else d.alpha.copy(),
-                        json.loads(json.dumps(d.generation)), str(d.path) if d.path else None, versions)
+                        json.loads(json.dumps(d.generation)), str(d.path) if d.path else None, versions, d.colour)
 
     def autosave(self) -> None:
         """Write the open work if it changed since the last autosave (on a background thread)."""
@@ -341,7 +351,7 @@ class MainWindow(QMainWindow):
         return "restore" if box.clickedButton() is restore else "later" if box.clickedButton() in (later, None) else "discard"
 
     def restore(self, snap: Snapshot) -> None:
-        self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None, snap.alpha)
+        self.document.set_image(snap.image, Path(snap.source_path) if snap.source_path else None, snap.alpha, snap.colour)
         self.document.restore_layers(snap.mask, snap.hints)
         self.document.undo_stack.resetClean()  # restored work is unsaved work
         self.document.restore_generation(snap.panel)

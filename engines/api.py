@@ -83,10 +83,10 @@ class ParamSpec:
         if self.type in (int, float):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise InputError(f"{self.label} must be a number, not {value!r}.")
+            if not np.isfinite(float(value)):  # first: int() of inf or nan raises instead of answering
+                raise InputError(f"{self.label} must be a finite number.")
             if self.type is int and float(value) != int(value):
                 raise InputError(f"{self.label} must be a whole number, not {value!r}.")
-            if not np.isfinite(float(value)):
-                raise InputError(f"{self.label} must be a finite number.")
             if self.minimum is not None and value < self.minimum:
                 raise InputError(f"{self.label} must be at least {self.minimum:g}, not {value:g}.")
             if self.maximum is not None and value > self.maximum:
@@ -257,6 +257,18 @@ def check_common(request: Request, spec: EngineSpec) -> None:
 
 
 @dataclass(frozen=True)
+class ModelControls:
+    """How a model reads the panel's common controls: the panel shows a control only when the chosen
+    model uses it, labelled with what it means to that model. The defaults are Stable Diffusion's."""
+
+    guidance: tuple[str, str, float, float] | None = (
+        "Guidance", "How strictly the result follows the prompt (classifier-free guidance scale).", 1.0, 20.0)  # label, help, min, max
+    negative: bool = True  # reads a negative prompt
+    scheduler: bool = True  # offers Sandcastle's schedulers (the transformers keep their own flow-matching one)
+    steps_help: str = ""  # what the model was made for, when that matters
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     name: str  # what the person chose: a preset id, hub id, folder or file
     kind: str  # "hub", "folder" or "file"
@@ -270,3 +282,4 @@ class ModelStatus:
     components: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()  # for a single checkpoint file: the tasks its model type serves
     unusable: str = ""  # for a file Sandcastle cannot use: one sentence saying what it is and what to do instead
+    access: str = ""  # for a gated hub model: what to do before it downloads (accept the licence, log in)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from engines.api import CancelToken, Cancelled, ModelUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors",)
 UNUSED_COMPONENTS = {"safety_checker", "feature_extractor"}
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".msgpack", ".h5", ".onnx")
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -46,24 +46,53 @@ def repo_folder(hub_id: str) -> Path:
     return hub_cache() / ("models--" + hub_id.replace("/", "--"))
 
 
+# The small files a component folder needs besides its weights: model, scheduler and generation configs, the
+# tokenizer (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json,
+# added_tokens.json, spiece.model, chat_template.jinja/.json) and a processor's preprocessor configs.
+CONFIG_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+# A set of weights: `diffusion_pytorch_model` (diffusers) or `model` (transformers), optionally with a variant
+# (.fp16, .fp8, .non_ema) and shard numbers (diffusion_pytorch_model-00001-of-00003.safetensors,
+# model.fp16-00001-of-00002.safetensors). A sharded set's index is `<name>.safetensors.index[.<variant>].json`.
+_WEIGHTS = re.compile(r"^(?P<name>diffusion_pytorch_model|model)(?:\.(?P<variant>\w+))?(?P<shard>-\d{5}-of-\d{5})?\.safetensors$")
+_INDEX = re.compile(r"\.(?:safetensors|bin)\.index(?:\.\w+)?\.json$")
+_PREFERENCE = ("fp16", "")  # half precision when offered, else the unsuffixed weights (full precision, or bfloat16 for FLUX and Qwen)
+
+
+def _weight_set(inside: list[str]) -> list[str]:
+    """One loadable set of weights among a folder's files, with its shard index when it is sharded."""
+    sets: dict[str, list[str]] = {}
+    for f in inside:
+        m = _WEIGHTS.match(Path(f).name)
+        if m:
+            sets.setdefault(m["variant"] or "", []).append(f)
+    if not sets:
+        # Not named as diffusers or transformers name them: every safetensors file but EMA copies.
+        return [f for f in inside if f.endswith(WEIGHT_SUFFIXES) and ".non_ema" not in f and ".ema." not in f]
+    variant = next((v for v in _PREFERENCE if v in sets), None)
+    if variant is None:
+        return []  # only other variants (fp8, EMA): none that the loaders pick by default
+    files = sets[variant]
+    single = [f for f in files if not _WEIGHTS.match(Path(f).name)["shard"]]
+    if single:  # both a single file and shards of it: the single file (without the index, diffusers then reads it)
+        return single[:1]
+    tail = (f".safetensors.index.{variant}.json" if variant else ".safetensors.index.json")
+    name = _WEIGHTS.match(Path(files[0]).name)["name"]
+    return files + [f for f in inside if Path(f).name == name + tail]
+
+
 def wanted(files: list[str], components: tuple[str, ...]) -> list[str]:
-    """The files of a repository worth fetching: configs and tokenizers of the given components
-    (or of the top level when none are given) and one set of safetensors weights per folder,
-    half precision when the repository has it. Pickle-based weights are never fetched."""
+    """The files of a repository worth fetching: configs, tokenizers and processor files of the given
+    components (or of the top level when none are given), and one set of safetensors weights per folder,
+    half precision when the repository has it, sharded or not (then with its index). Nothing else: no
+    single files at the top of a diffusers repository (FLUX.1 Fill's 23.8 GB flux1-fill-dev.safetensors),
+    no other variants (fp8), no subfolders of a component, no pickle, GGUF or ONNX files."""
     folders = components or ("",)
     picked = []
     for folder in folders:
         prefix = f"{folder}/" if folder else ""
-        inside = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]]
-        configs = [f for f in inside if not f.endswith(WEIGHT_SUFFIXES + PICKLE_SUFFIXES) and not Path(f).name.startswith(".")
-                   and Path(f).suffix in (".json", ".txt", ".model")]
-        weights = [f for f in inside if f.endswith(WEIGHT_SUFFIXES)]
-        # Only the weights diffusers and transformers read (diffusion_pytorch_model*, model*): repositories
-        # such as TAESD's also carry the same network under other names for other tools.
-        weights = [f for f in weights if Path(f).name.startswith(("diffusion_pytorch_model", "model"))] or weights
-        half = [f for f in weights if ".fp16." in f]
-        full = [f for f in weights if ".fp16." not in f and ".non_ema" not in f and ".ema." not in f]
-        picked += configs + (half or full)
+        inside = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):] and not Path(f).name.startswith(".")]
+        configs = [f for f in inside if Path(f).suffix in CONFIG_SUFFIXES and not _INDEX.search(f)]
+        picked += configs + _weight_set(inside)
     if components:
         picked += [f for f in files if f == "model_index.json"]
     return sorted(set(picked))
@@ -185,13 +214,27 @@ ProgressCallback = Callable[[DownloadProgress], None]
 def _hub_error(hub_id: str, exc: BaseException) -> ModelUnavailable:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    if isinstance(exc, GatedRepoError):
-        return ModelUnavailable(f"{hub_id} is gated: accept its licence on its page, huggingface.co/{hub_id}, while logged in there, "
-                                "then log in on this computer with `hf auth login` (or set HF_TOKEN) and download again.")
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    preset = sources.preset_for_hub(hub_id)
+    known_gated = preset is not None and preset.gated
+    refused = status in (401, 403) and isinstance(exc, HfHubHTTPError)
+    if status == 401 and "invalid credentials" in str(getattr(response, "headers", {}).get("X-Error-Message", "")).lower():
+        return ModelUnavailable(f"The Hugging Face hub refused the access token on this computer (it is not valid any more, or mistyped) "
+                                f"while downloading {hub_id}: log in again with `hf auth login` (or correct HF_TOKEN) and download again.")
+    if isinstance(exc, GatedRepoError) or (known_gated and refused):
+        # 401: this computer is not logged in (or its token is not sent); 403: the account has no access yet.
+        why = {401: " and this computer is not logged in to the Hugging Face hub",
+               403: " and the account this computer is logged in with has no access to it yet (licence not accepted, or the request awaits review)",
+               }.get(status, "")
+        steps = sources.access_steps(hub_id, preset.licence if preset is not None else "")
+        return ModelUnavailable(f"{hub_id} is gated{why}: {steps}, and download again.")
     if isinstance(exc, RepositoryNotFoundError) or (isinstance(exc, HfHubHTTPError) and status in (401, 404)):
-        return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}, or it is private: if it is yours, log in on this "
-                                "computer with `hf auth login` (or set HF_TOKEN) and download again.")
+        return ModelUnavailable(f"The Hugging Face hub has no model called {hub_id}, or it is private or gated: if you have access, "
+                                "log in on this computer with `hf auth login` (or set HF_TOKEN) and download again.")
+    if isinstance(exc, HfHubHTTPError) and status == 403:
+        return ModelUnavailable(f"The Hugging Face hub refused access to {hub_id}: if it is gated, {sources.access_steps(hub_id)}; "
+                                "then download again.")
     unreachable = unreachable_reason(exc)
     if unreachable:
         return ModelUnavailable(f"Sandcastle could not reach the Hugging Face hub to download {hub_id}: {unreachable}. "

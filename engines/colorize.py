@@ -26,7 +26,8 @@ import numpy as np
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, StepPreview, Task, check_common
-from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
+from engines.dit import latent_format, prompt_warnings, purpose_for, step_for
+from engines.sd import Crop, DEFAULT_MODELS, Timings, load_for, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["img2img"]
 
@@ -44,6 +45,13 @@ SPEC = EngineSpec(
 )
 
 
+def colour_instruction(prompt: str) -> str:
+    """What an edit model (FLUX.2 [klein], Qwen-Image-Edit, Kontext) is asked: to colour the photo
+    without changing anything else, with the person's words as what the colours should be."""
+    ask = "Colorize this black and white photo with natural, realistic colours; keep every shape, face and detail exactly as it is."
+    return f"{ask} {prompt.strip()}" if prompt.strip() else ask
+
+
 class ColorizeEngine:
     spec = SPEC
 
@@ -53,13 +61,14 @@ class ColorizeEngine:
         hints = request.hints
         if hints is not None and (hints.dtype != np.uint8 or hints.shape != (*shape, 4)):
             raise InputError(f"The colour hints must be an RGBA picture of the image's size, {shape[1]}×{shape[0]}.")
-        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle, purpose="img2img")
+        sources.resolve_source(request.model or DEFAULT_MODEL, request.allow_pickle, purpose=purpose_for(request, "img2img", DEFAULT_MODEL))
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request, "img2img", DEFAULT_MODEL, on_step)
+        purpose = purpose_for(request, "img2img", DEFAULT_MODEL)
+        loaded, device, dtype = load_for(request, purpose, DEFAULT_MODEL, on_step)
         cancel.raise_if_cancelled()
 
         # 1–2. Lightness and the working region.
@@ -85,11 +94,13 @@ class ColorizeEngine:
         def show(step: StepPreview) -> None:
             on_step(step if step.render is None else replace(step, render=partial(coloured_preview, step.render)))
 
-        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], latent_format(loaded), device, dtype)
         crop = Crop(model_image=model_input, model_mask=None, shown_under=grey, alpha=np.ones(grey.shape[:2], np.float32), box=box)
         timings = Timings()
-        generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=show, cancel=cancel,
-                                        extra={"strength": request.strength}, timings=timings)
+        # An edit model is asked in words to colour the photo; an SD model redraws the grey picture (img2img).
+        model_request = replace(request, prompt=colour_instruction(request.prompt)) if purpose == "instruct" else request
+        generated, size = step_for(loaded)(loaded=loaded, request=model_request, params=p, crop=crop, previewer=previewer, on_step=show,
+                                           cancel=cancel, extra={"strength": request.strength} if purpose == "img2img" else None, timings=timings)
 
         # 4. Colour joined with the original lightness.
         ab = imaging.rgb_to_lab(generated)[..., 1:]

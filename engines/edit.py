@@ -19,7 +19,8 @@ import time
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
+from engines.dit import KINDS as TRANSFORMER_KINDS, latent_format, prompt_warnings, purpose_for, step_for
+from engines.sd import Crop, DEFAULT_MODELS, Timings, load_for, shared_params
 
 MODELS = {method: DEFAULT_MODELS[method] for method in ("instruct", "img2img")}  # the method is the pipeline's purpose
 GUIDANCE = (1.0, 20.0)
@@ -55,14 +56,14 @@ class EditEngine:
             raise InputError("Write what to change, like \"make it winter\".")
         if not GUIDANCE[0] <= request.guidance_scale <= GUIDANCE[1]:
             raise InputError(f"Text guidance must be between {GUIDANCE[0]:g} and {GUIDANCE[1]:g}, not {request.guidance_scale:g}.")
-        sources.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle, purpose=p["method"])
+        sources.resolve_source(request.model or MODELS[p["method"]], request.allow_pickle, purpose=purpose_for(request, p["method"], MODELS[p["method"]]))
 
     def run(self, request: Request, on_step: StepCallback, cancel: CancelToken) -> Result:
         started = time.perf_counter()
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
-        purpose = p["method"]
-        loaded, device, dtype = load_for(request, purpose, MODELS[purpose], on_step)
+        purpose = purpose_for(request, p["method"], MODELS[p["method"]])  # a diffusion transformer follows the instruction either way
+        loaded, device, dtype = load_for(request, purpose, MODELS[p["method"]], on_step)
         cancel.raise_if_cancelled()
 
         # The working region: the painted part with its context, or the whole picture.
@@ -70,10 +71,12 @@ class EditEngine:
         box, alpha, masked = imaging.working_region(image, request.mask, p["grow"], p["feather"], p["padding"])
         crop = imaging.crop(image, box)
         extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
-        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
+        if loaded.family in TRANSFORMER_KINDS:
+            extra = None  # the transformers see the picture as a reference: no image guidance, no strength
+        previewer = preview.previewer_for(p["preview"], latent_format(loaded), device, dtype)
 
         timings = Timings()
-        generated, size = generate_crop(loaded=loaded, request=request, params=p,
+        generated, size = step_for(loaded)(loaded=loaded, request=request, params=p,
                                         crop=Crop(model_image=crop, model_mask=None, shown_under=crop, alpha=alpha, box=box),
                                         previewer=previewer, on_step=on_step, cancel=cancel, extra=extra, timings=timings)
         if masked:

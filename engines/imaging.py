@@ -7,13 +7,19 @@ boxes are (x, y, w, h) in pixels of the full image.
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
+import re
 import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from engines.api import InputError
@@ -24,19 +30,57 @@ Box = tuple[int, int, int, int]
 MAX_PIXELS = 20_000 * 20_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+CMS_ERRORS = (ImageCms.PyCMSError, OSError, ValueError)  # what LittleCMS raises for a damaged or unusable profile
+
 
 # ---- files ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class ColourSource:
+    """A picture file's own colours, kept so that saving changes nothing the person did not change.
+
+    The editor and the engines work on an sRGB view of the picture (`srgb_view`); `profile` is the
+    file's ICC profile as embedded and `pixels` its RGB values as decoded, in that profile's space
+    (EXIF orientation applied). `offset` = (left, top) is where those pixels lie in the picture being
+    edited: uncrop places the old picture inside a larger one (`moved`). Saving with this record
+    (`save_image(..., colour=)`) writes the file's own value wherever the sRGB view is unchanged and
+    converts only the changed pixels back through the profile, which it embeds again."""
+
+    profile: bytes
+    pixels: np.ndarray
+    description: str = ""
+    offset: tuple[int, int] = (0, 0)
+
+    def moved(self, offset: tuple[int, int]) -> "ColourSource":
+        """The record for a picture that now holds this one at `offset` = (left, top) (uncrop's result offset)."""
+        return replace(self, offset=(self.offset[0] + int(offset[0]), self.offset[1] + int(offset[1])))
+
+
+class Picture(NamedTuple):
+    image: np.ndarray  # RGB uint8 in sRGB: what is shown, edited and given to the engines
+    alpha: np.ndarray | None  # None when the picture has no transparency
+    colour: ColourSource | None  # None when the file is sRGB already (or untagged, CMYK, greyscale)
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read any picture PIL understands as RGB uint8 (see load_picture)."""
-    return load_picture(path, max_pixels)[0]
+    return read_picture(path, max_pixels).image
 
 
 def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None]:
-    """RGB uint8 and the picture's alpha channel (None when it has none or is fully opaque), with
-    EXIF orientation applied and an embedded colour profile converted to sRGB. Pictures above
-    `max_pixels` are refused before they are decoded."""
+    """RGB uint8 in sRGB and the picture's alpha channel (see read_picture, which also gives the file's
+    own colours so that a save can keep them)."""
+    picture = read_picture(path, max_pixels)
+    return picture.image, picture.alpha
+
+
+def read_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Picture:
+    """RGB uint8 in sRGB, the alpha channel (None when there is none or it is fully opaque) and, for an
+    RGB file with an ICC profile other than sRGB, its own colours (ColourSource), with EXIF orientation
+    applied. CMYK and greyscale files with a profile are converted to sRGB and keep no record: saving
+    writes them as sRGB, as before. Pictures above `max_pixels` are refused before they are decoded."""
     name = Path(path).name
     try:
         with Image.open(path) as im:
@@ -44,14 +88,21 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple
                 raise InputError(f"{name} is {im.width}×{im.height} ({im.width * im.height / 1e6:.3g} million pixels); Sandcastle opens "
                                  f"pictures up to {max_pixels / 1e6:g} million pixels (Tools → Settings).")
             im = ImageOps.exif_transpose(im)
-            im = to_srgb(im)
+            colour, image = colour_source(im), None
+            if colour is not None:
+                try:
+                    image = srgb_view(colour)  # the same function a save uses to recognise unchanged pixels
+                except CMS_ERRORS:
+                    colour = None  # a profile LittleCMS reads but cannot convert with: treated as before
+            if colour is None:
+                im = to_srgb(im)
             alpha = None
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 alpha = np.array(im.getchannel("A"), dtype=np.uint8)
                 if alpha.min() == 255:
                     alpha = None
-            return to_rgb(im), alpha
+            return Picture(to_rgb(im) if image is None else image, alpha, colour)
     except FileNotFoundError:
         raise InputError(f"There is no file called {name}.") from None
     except IsADirectoryError:
@@ -62,25 +113,88 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple
         raise InputError(f"{name} could not be read as an image ({_short(exc)}).") from None
 
 
+def _foreign_profile(icc: bytes | None):
+    """The embedded ICC profile as LittleCMS reads it, or None when there is none, it is sRGB (a conversion
+    would only add rounding) or it is damaged (the pixels as stored are then the best guess left)."""
+    if not icc:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower().replace(" ", ""):
+            return None
+        return profile
+    except CMS_ERRORS:
+        return None
+
+
+def _convert(rgb: np.ndarray, source: ImageCms.ImageCmsProfile, target: ImageCms.ImageCmsProfile) -> np.ndarray:
+    """RGB uint8 from one profile to another with LittleCMS (perceptual intent, as loading has always used)."""
+    return np.asarray(ImageCms.profileToProfile(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), source, target, outputMode="RGB"))
+
+
+def colour_source(im: Image.Image) -> ColourSource | None:
+    """The record of an RGB(A) picture's own colours when it carries a profile other than sRGB, else None."""
+    icc = im.info.get("icc_profile")
+    if im.mode not in ("RGB", "RGBA"):
+        return None
+    profile = _foreign_profile(icc)
+    if profile is None:
+        return None
+    try:
+        ImageCms.buildTransform(SRGB, profile, "RGB", "RGB")  # saving converts changed pixels back: a read-only (scanner) profile cannot
+    except CMS_ERRORS:
+        return None
+    pixels = np.array(im.convert("RGB"), dtype=np.uint8)  # RGBA → RGB drops alpha and leaves the colour values as stored
+    return ColourSource(bytes(icc), pixels, ImageCms.getProfileDescription(profile).strip())
+
+
+def srgb_view(colour: ColourSource) -> np.ndarray:
+    """The file's own pixels seen in sRGB, RGB uint8: exactly what `read_picture` gave the editor."""
+    return _convert(colour.pixels, _foreign_profile(colour.profile), SRGB)
+
+
+def in_file_colours(image: np.ndarray, colour: ColourSource) -> np.ndarray:
+    """`image` (sRGB, what the editor holds) in the colour space of the file `colour` came from.
+
+    Where a pixel still equals the sRGB view of the file's own pixel at that place, the file's own
+    value is written, bit for bit (colours sRGB cannot show survive unclipped); every other pixel
+    (changed, or new like uncrop's border) is converted from sRGB through the profile."""
+    height, width = image.shape[:2]
+    left, top = colour.offset
+    own_height, own_width = colour.pixels.shape[:2]
+    x0, y0, x1, y1 = max(0, left), max(0, top), min(width, left + own_width), min(height, top + own_height)
+    kept = np.zeros((height, width), bool)
+    out = np.array(image, dtype=np.uint8)
+    if x1 > x0 and y1 > y0:
+        own = colour.pixels[y0 - top : y1 - top, x0 - left : x1 - left]
+        view = srgb_view(colour)[y0 - top : y1 - top, x0 - left : x1 - left]
+        kept[y0:y1, x0:x1] = (image[y0:y1, x0:x1] == view).all(axis=-1)
+    box = mask_bbox((~kept).view(np.uint8))
+    if box is not None:
+        x, y, w, h = box
+        converted = _convert(image[y : y + h, x : x + w], SRGB, _foreign_profile(colour.profile))
+        changed = ~kept[y : y + h, x : x + w]
+        out[y : y + h, x : x + w][changed] = converted[changed]
+    if x1 > x0 and y1 > y0:
+        region = out[y0:y1, x0:x1]
+        region[kept[y0:y1, x0:x1]] = own[kept[y0:y1, x0:x1]]
+    return out
+
+
 def to_srgb(im: Image.Image) -> Image.Image:
     """The picture in sRGB: an embedded ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
-    press profile…) is converted with LittleCMS; without one, sRGB is assumed, as browsers do."""
-    icc = im.info.get("icc_profile")
-    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+    press profile, a greyscale curve…) is converted with LittleCMS; without one, sRGB is assumed, as
+    browsers do. Used for the files that keep no ColourSource (CMYK, greyscale, palettes)."""
+    if im.mode not in ("RGB", "RGBA", "CMYK", "L"):
         return im
-    import io
-
-    from PIL import ImageCms
-
+    source = _foreign_profile(im.info.get("icc_profile"))
+    if source is None:
+        return im
+    alpha = im.getchannel("A") if im.mode == "RGBA" else None
     try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
-            return im  # already sRGB: a conversion would only add rounding
-        alpha = im.getchannel("A") if im.mode == "RGBA" else None
-        converted = ImageCms.profileToProfile(im.convert("RGB") if alpha is not None else im, source, ImageCms.createProfile("sRGB"),
-                                              outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError):
-        return im  # a damaged profile: the pixels as stored are the best guess left
+        converted = ImageCms.profileToProfile(im.convert("RGB") if alpha is not None else im, source, SRGB, outputMode="RGB")
+    except CMS_ERRORS:
+        return im  # a profile LittleCMS reads but cannot convert with: the pixels as stored are the best guess left
     if alpha is not None:
         converted.putalpha(alpha)
     return converted
@@ -103,6 +217,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     name = Path(path).name
     try:
         with Image.open(path) as im:
+            _same_size("mask is", im.size, size)  # from the header, before a mismatched (maybe huge) file is decoded
             if im.mode in ("RGBA", "LA") and np.asarray(im.getchannel("A")).min() < 255:
                 # A transparent PNG mask: painted (opaque) pixels are the ones to repaint.
                 mask = np.asarray(im.getchannel("A"), dtype=np.uint8)
@@ -110,12 +225,10 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
                 mask = np.asarray(im.convert("L"), dtype=np.uint8)
     except FileNotFoundError:
         raise InputError(f"There is no mask file called {name}.") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name} is far larger than the image ({size[0]}×{size[1]}); the mask must be the same size.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name} could not be read as a mask ({_short(exc)}).") from None
-    if (mask.shape[1], mask.shape[0]) != tuple(size):
-        raise InputError(
-            f"The mask is {mask.shape[1]}×{mask.shape[0]} but the image is {size[0]}×{size[1]}; they must be the same size."
-        )
     return np.ascontiguousarray(mask)
 
 
@@ -124,41 +237,108 @@ def load_hints(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     name = Path(path).name
     try:
         with Image.open(path) as im:
+            _same_size("hints are", im.size, size)
             rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
             if "A" not in im.getbands():
                 rgba[..., 3] = np.where(rgba[..., :3].any(-1), 255, 0)
     except FileNotFoundError:
         raise InputError(f"There is no hints file called {name}.") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name} is far larger than the image ({size[0]}×{size[1]}); the hints must be the same size.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name} could not be read as colour hints ({_short(exc)}).") from None
-    if (rgba.shape[1], rgba.shape[0]) != tuple(size):
-        raise InputError(f"The hints are {rgba.shape[1]}×{rgba.shape[0]} but the image is {size[0]}×{size[1]}; they must be the same size.")
     return rgba
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95, alpha: np.ndarray | None = None) -> None:
-    """Write through a temporary file and rename, so an existing file is never left truncated.
-    With `alpha`, PNG and WebP keep the transparency; JPEG has none, so it gets a white background."""
+def _same_size(what: str, found: tuple[int, int], size: tuple[int, int]) -> None:
+    if tuple(found) != tuple(size):
+        raise InputError(f"The {what} {found[0]}×{found[1]} but the image is {size[0]}×{size[1]}; they must be the same size.")
+
+
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95, alpha: np.ndarray | None = None,
+               colour: ColourSource | None = None) -> None:
+    """Write a picture so that no failure leaves a damaged file: into a temporary file in the same folder,
+    flushed and synced to the disk, then renamed over `path` (the folder synced too where the system can).
+
+    With `alpha`, PNG and WebP keep the transparency; JPEG has none, so it gets a white background. With
+    `colour` (read_picture's record), the picture is written in the file's own colour space with its
+    profile embedded: unchanged pixels are the file's own, bit for bit (see in_file_colours). Before
+    writing, the temporaries that killed saves left in the folder are removed (remove_stale_temporaries).
+    A missing or read-only folder, a read-only file, a folder in the way and a full disk raise InputError
+    with one sentence saying what to do."""
     path = Path(path)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"Sandcastle saves PNG, JPEG or WebP; {path.name} has none of those endings.")
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"{path.name} is a folder; choose a file name to save to.")
+    if not folder.is_dir():
+        raise InputError(f"The folder {folder} does not exist; choose a folder that does.")
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        raise InputError(f"{path.name} is read-only; save under another name or in another folder.")
+    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if colour is not None and image.ndim == 3:
+        image = in_file_colours(image, colour)
+        options["icc_profile"] = colour.profile
     mode = "L" if image.ndim == 2 else "RGB"
     if alpha is not None and fmt == "JPEG":
         a = alpha[..., None].astype(np.float32) / 255
-        image = np.round(image * a + 255 * (1 - a)).astype(np.uint8)
+        image = np.round(image * a + 255 * (1 - a)).astype(np.uint8)  # white is white in every RGB profile too
     elif alpha is not None:
         image, mode = np.dstack([image, alpha]), "RGBA"
-    fd, tmp = tempfile.mkstemp(prefix=".sandcastle-", suffix=path.suffix, dir=path.parent)
+    remove_stale_temporaries(folder)  # first: on a full disk, what they held may be what this save needs
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-", suffix=path.suffix, dir=folder)
+    except OSError as exc:
+        raise _save_error(exc, path) from exc  # the cause stays for logs and for callers that tell disk from input
     try:
         with os.fdopen(fd, "wb") as f:
-            kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-            Image.fromarray(image, mode).save(f, fmt, **kwargs)
+            _lock_while_writing(f.fileno())
+            Image.fromarray(image, mode).save(f, fmt, **options)
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the rename: a power cut must not leave an empty file under the old name
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600 files; a saved picture gets ordinary permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _save_error(exc, path) from exc
         raise
+    _sync_folder(folder)
+
+
+def _save_error(exc: OSError, path: Path) -> InputError:
+    """One sentence for a failed save: what happened and what to do."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return InputError(f"No space left on the disk for {path.name}; free some space or save somewhere else.")
+    if exc.errno == errno.EROFS or isinstance(exc, PermissionError):
+        return InputError(f"The folder {path.parent} is read-only; save somewhere else.")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"The folder {path.parent} does not exist; choose a folder that does.")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{path.name} is a folder; choose a file name to save to.")
+    return InputError(f"{path.name} could not be saved ({_short(exc)}); try saving somewhere else.")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable. Not every system can (Windows opens no folders, some file systems
+    refuse); the new file is complete either way, so a refusal is no error."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _file_mode(path: Path) -> int:
@@ -169,6 +349,101 @@ def _file_mode(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+# ---- temporaries that a killed save left behind ------------------------------------------------
+
+# A save writes `.sandcastle-<process id>-<8 random characters><ending>` next to its target. The name
+# says the file is ours; the process id and a lock held while writing say whether its writer still runs.
+TEMPORARY_PREFIX = ".sandcastle-"
+_TEMPORARY_NAME = re.compile(r"\.sandcastle-(\d+)-[a-z0-9_]{8}\.(png|jpe?g|webp)\Z", re.IGNORECASE)
+STALE_AFTER_SECONDS = 24 * 3600  # no save takes a day: past that the process id may belong to another program
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that saves killed mid-write (a crash, a kill, a power cut) left in `folder`,
+    and return them. Only files named as `save_image` names them are touched, and only when no save is
+    writing them: none holds the file's lock and the process named in it is gone (or the file is a day
+    old). A save still running here, in another process, or in a sandbox or computer that shares the
+    folder keeps its file. Nothing here fails: a folder that cannot be listed is left as it is."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        named = _TEMPORARY_NAME.match(entry.name)
+        if named is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or _locked(entry.path):
+                continue
+            old = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_SECONDS
+            if _process_alive(int(named.group(1))) and not old:
+                continue
+            os.unlink(entry.path)
+        except (OSError, OverflowError):  # removed meanwhile, not ours to remove, or a process id no system has
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _lock_while_writing(fd: int) -> None:
+    """Hold an exclusive lock on a temporary being written. The system drops it when the writer dies,
+    however it dies, so a free lock means nobody writes there, whatever process ids another sandbox or
+    computer uses. Where locks are not available the process id alone decides."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+
+
+def _locked(path: str) -> bool:
+    """True while a save holds the temporary's lock, or when it cannot be opened to find out."""
+    try:
+        import fcntl
+    except ImportError:
+        return False  # Windows: a file another process has open cannot be removed anyway
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # this file system has no locks: the process id decides
+    finally:
+        os.close(fd)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this computer."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl+C there
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return kernel32.GetLastError() == 5  # access denied: it exists
+        try:
+            code = ctypes.c_ulong()
+            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
 
 
 def _short(exc: BaseException) -> str:

@@ -21,7 +21,8 @@ import time
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, Request, Result, StepCallback, Task, check_common
-from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
+from engines.dit import latent_format, prompt_warnings, step_for
+from engines.sd import Crop, DEFAULT_MODELS, Timings, load_for, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["inpaint"]
 
@@ -70,10 +71,10 @@ class InpaintEngine:
         alpha = imaging.feather_mask(crop_mask, p["feather"])
 
         # 2–3. Generate at the model's resolution, previewing every step.
-        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], latent_format(loaded), device, dtype)
         crop = Crop(model_image=imaging.prefill(crop_image, crop_mask), model_mask=crop_mask, shown_under=crop_image, alpha=alpha, box=box)
         timings = Timings()
-        generated, size = generate_crop(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=on_step, cancel=cancel,
+        generated, size = step_for(loaded)(loaded=loaded, request=request, params=p, crop=crop, previewer=previewer, on_step=on_step, cancel=cancel,
                                         timings=timings)
 
         # 4. Back into the picture.

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engines import catalog, checkpoints, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
+from engines import catalog, checkpoints, kinds, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
 from engines.api import InputError, ModelUnavailable, OutOfMemory
 from engines.folders import cache_folder
 from engines.sources import ModelSource
@@ -196,7 +196,7 @@ def choose_memory_mode(requested: str | None, device: torch.device, model_bytes:
         return requested
     if device.type != "cuda" or free_bytes is None:
         return "off"
-    working = (4 if family == "sdxl" else 2) * GIB
+    working = {"sd": 2, "sdxl": 4}.get(family, 6) * GIB  # diffusion transformers at a megapixel: ~6 GB of activations and VAE
     if free_bytes >= model_bytes + working * 1.5:
         return "off"
     if free_bytes >= model_bytes + working * 0.5:
@@ -245,6 +245,27 @@ def _auto_class(purpose: str) -> Any:
             "instruct": StableDiffusionInstructPix2PixPipeline}[purpose]
 
 
+def import_pipeline_code() -> None:
+    """Import the code that loading a Stable Diffusion pipeline runs: diffusers' pipelines and
+    schedulers, transformers' CLIP, accelerate and the scipy parts they pull in (about 1,300 modules).
+
+    Importing is Python holding the GIL, with C extensions that hold it for tens of milliseconds
+    at a time, so done during the first Generate it froze the window for 250-300 ms
+    (benchmarks/first_generate.py). The SD engines call this when they are created, on the worker
+    thread while the window says the engine is loading, so the first Generate only reads weights.
+    """
+    import diffusers
+    import transformers
+
+    for name in ("StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInstructPix2PixPipeline",
+                 "StableDiffusionXLInpaintPipeline", "StableDiffusionXLImg2ImgPipeline", "AutoPipelineForInpainting",
+                 "AutoPipelineForImage2Image", "AutoencoderKL", "UNet2DConditionModel", "DDIMScheduler", "PNDMScheduler",
+                 "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler"):
+        getattr(diffusers, name)  # diffusers imports lazily, on first attribute access
+    for name in ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "CLIPTokenizerFast", "CLIPImageProcessor"):
+        getattr(transformers, name)
+
+
 def _family_of(pipe: Any) -> str:
     return "sdxl" if "XL" in type(pipe).__name__ else "sd"
 
@@ -256,6 +277,7 @@ def is_loaded(purpose: str, model: str, device: torch.device, dtype: torch.dtype
         source = sources.resolve_source(model, allow_pickle, purpose)
     except ModelUnavailable:
         return False
+    compile = compile and kinds.dit_kind(model, allow_pickle) is None  # as load_pipeline keys it
     return CACHE.get(_cache_key(purpose, source, device, dtype, memory, compile)) is not None
 
 
@@ -281,11 +303,17 @@ def load_pipeline(
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
     source = sources.resolve_source(model, allow_pickle, purpose)
+    kind = kinds.dit_kind(model, allow_pickle)
+    compile = compile and kind is None  # torch.compile is set up for the SD UNet only
     requested = memory or "auto"
     key = _cache_key(purpose, source, device, dtype, memory, compile)
     cached = CACHE.get(key)
     if cached is not None:
         return cached
+    if kind is not None:
+        loaded = _dit_pipeline(kind, purpose, source, device, dtype, memory)
+        CACHE.put(key, loaded, CACHE.budget if CACHE.budget is not None else default_budget(device))
+        return loaded
     sibling = CACHE.sibling(source, str(device), str(dtype), requested, compile)
     if sibling is not None:
         pipe = _auto_class(purpose).from_pipe(sibling.pipe)
@@ -293,14 +321,7 @@ def load_pipeline(
         mode = sibling.memory
     else:
         pipe = _load_fresh(purpose, source, dtype)
-        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-        mode = choose_memory_mode(memory, device, sum(module_bytes(pipe).values()), free, _family_of(pipe))
-        try:
-            _apply_memory_mode(pipe, mode, device)
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemory(f"{source.label} does not fit in the graphics memory: set Low-memory mode to lowest in Settings.") from None
-            raise
+        mode = _set_up_memory(pipe, memory, device, _family_of(pipe), source, _apply_memory_mode)
         _tune_for_speed(pipe, device, compile)
     if purpose == "inpaint" and not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
         raise ModelUnavailable(f"{source.label} is a {type(pipe).__name__}; inpainting needs a Stable Diffusion 1.x, 2.x or SDXL model.")
@@ -314,6 +335,34 @@ def load_pipeline(
     )
     CACHE.put(key, loaded, CACHE.budget if CACHE.budget is not None else default_budget(device))
     return loaded
+
+
+def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.device, dtype: torch.dtype, memory: str | None) -> LoadedPipeline:
+    """A diffusion-transformer pipeline for `purpose`: from a loaded sibling's modules when the same
+    model serves another task already, else read from disk and set up for the memory mode."""
+    sibling = CACHE.sibling(source, str(device), str(dtype), memory or "auto", False)
+    if sibling is not None:
+        pipe = dit_pipeline_class(kind, purpose, source.label).from_pipe(sibling.pipe)
+        pipe.set_progress_bar_config(disable=True)
+        mode = sibling.memory
+    else:
+        pipe = _load_dit(kind, purpose, source, dtype)
+        mode = _set_up_memory(pipe, memory, device, kind, source, _apply_dit_memory_mode)
+    return LoadedPipeline(pipe=pipe, family=kind, native=kinds.DIT_NATIVE, unet_channels=0, source=source, memory=mode, device=str(device))
+
+
+def _set_up_memory(pipe: Any, memory: str | None, device: torch.device, family: str, source: ModelSource, apply) -> str:
+    """Choose the memory mode (the person's, or for auto what the free graphics memory allows), set the
+    freshly loaded pipeline up with `apply`, and return the mode."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    mode = choose_memory_mode(memory, device, sum(module_bytes(pipe).values()), free, family)
+    try:
+        apply(pipe, mode, device)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise OutOfMemory(f"{source.label} does not fit in the graphics memory: set Low-memory mode to lowest in Settings.") from None
+        raise
+    return mode
 
 
 def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
@@ -417,6 +466,106 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
 
 # ---- schedulers -------------------------------------------------------------------------------
 
+def torchvision_available() -> bool:
+    """Whether torchvision imports. transformers 5 builds Qwen2VLProcessor only with a video
+    processor, and Qwen2VLVideoProcessor needs torchvision."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # a CUDA build of torchvision beside a CPU torch fails with RuntimeError
+        return False
+    return True
+
+
+def image_only_processor_class():
+    """Qwen2VLProcessor without its video processor, for environments without torchvision.
+
+    transformers 5 refuses to construct (or load) a Qwen2VLProcessor whose video processor is missing,
+    and Qwen2VLVideoProcessor needs torchvision; the Qwen-Image-Edit pipelines pass only text and
+    pictures, so an image-only processor does all they ask of it."""
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token = getattr(tokenizer, "image_token", "<|image_pad|>")
+            self.video_token = getattr(tokenizer, "video_token", "<|video_pad|>")
+            self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    return ImageOnlyQwen2VLProcessor
+
+
+def load_qwen_vl_processor(folder: str | Path):
+    """Load a Qwen-Image-Edit `processor/` folder (tokenizer files and preprocessor_config.json):
+    `Qwen2VLProcessor.from_pretrained` with torchvision, the image-only processor without it. Pass
+    the result to `from_pretrained(..., processor=...)` where torchvision is missing."""
+    from transformers import AutoImageProcessor, Qwen2Tokenizer, Qwen2VLProcessor
+
+    if torchvision_available():
+        return Qwen2VLProcessor.from_pretrained(str(folder))
+    return image_only_processor_class()(image_processor=AutoImageProcessor.from_pretrained(str(folder)),
+                                        tokenizer=Qwen2Tokenizer.from_pretrained(str(folder)))
+
+
+# ---- diffusion transformers: FLUX.2 [klein], Qwen-Image-Edit, FLUX.1 Fill and Kontext ----------
+# Which kind a model is, and the pipeline each purpose runs it with, are in engines.kinds (no torch).
+
+
+def dit_pipeline_class(kind: str, purpose: str, label: str) -> Any:
+    """The diffusers class that runs a `kind` model for `purpose`; ModelUnavailable naming what it can do instead."""
+    import diffusers
+
+    name = kinds.DIT_PIPELINES[kind].get(purpose)
+    if name is None:
+        serves = {"inpaint": "inpainting and uncropping", "instruct": "instruction edits and colorizing"}
+        can = " and ".join(serves[p] for p in kinds.DIT_PIPELINES[kind])
+        raise ModelUnavailable(f"{label} is a {kinds.DIT_TITLES[kind]} model: it serves {can}, not {serves[purpose]}.")
+    return getattr(diffusers, name)
+
+
+def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
+    location = source.location
+    if source.kind == "hub":
+        location = str(catalog.installed_path(source.location) or source.location)
+    cls = dit_pipeline_class(kind, purpose, source.label)
+    extra: dict[str, Any] = {}
+    if kind == "qwen-edit" and not torchvision_available():
+        extra["processor"] = load_qwen_vl_processor(Path(location) / "processor")
+    try:
+        pipe = cls.from_pretrained(location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, **extra)
+    except Exception as exc:
+        log.info("loading %s failed: %s", source.location, exc)
+        if source.kind == "hub":
+            raise ModelUnavailable(sources.unavailable_message(source)) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelUnavailable(sources.unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _apply_dit_memory_mode(pipe: Any, mode: str, device: torch.device) -> None:
+    """Diffusion transformers have no attention slicing; their memory modes move weights instead, as
+    diffusers' memory guide sets them up: off keeps everything on the device; balanced is model CPU
+    offload (one component on the GPU at a time: the 8-16 GB text encoder leaves before the
+    transformer comes); lowest is group offloading (layers stream in as they run, on a CUDA stream
+    that overlaps the copies with compute), which needs the least graphics memory and the most RAM."""
+    if mode == "off" or (mode == "balanced" and device.type == "cpu"):
+        pipe.to(device)
+        return
+    if mode == "balanced":
+        pipe.enable_model_cpu_offload(device=device)
+        return
+    from diffusers.hooks import apply_group_offloading
+
+    stream = device.type == "cuda"
+    for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"), offload_type="leaf_level",
+                                   use_stream=stream)
+
+
 SCHEDULERS = ("DDIM", "Euler ancestral", "DPM++ 2M", "DPM++ 2M Karras")
 
 
@@ -433,6 +582,14 @@ def make_scheduler(name: str, config: Any) -> Any:
     if name == "DPM++ 2M Karras":
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)
     raise InputError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
+
+
+def out_of_memory(device: torch.device, size: tuple[int, int]) -> OutOfMemory:
+    """The error for a generation that ran out of memory at `size`, after handing the cached blocks back."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return OutOfMemory(f"The {device.type.upper()} ran out of memory generating at {size[0]}×{size[1]}: lower Generation size, or set "
+                       "Low-memory mode to lowest in Settings.")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

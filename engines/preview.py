@@ -32,7 +32,50 @@ LATENT_RGB: dict[str, tuple[list[list[float]], list[float]]] = {
     ),
 }
 
-TAESD_REPOS = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+# The diffusion transformers' VAEs, from ComfyUI's published factors (comfy/latent_formats.py: Flux,
+# Flux2, and Wan21, whose VAE Qwen-Image uses), applied as ComfyUI applies them: to the latents the
+# transformer works in (FLUX.1: (z - shift) * scale; FLUX.2: 2×2-unpatchified but still batch-norm
+# normalised; Qwen-Image: (z - mean) / std), after `unpack_latents`.
+LATENT_RGB["flux"] = (
+    [[-0.0346, 0.0244, 0.0681], [0.0034, 0.0210, 0.0687], [0.0275, -0.0668, -0.0433], [-0.0174, 0.0160, 0.0617],
+     [0.0859, 0.0721, 0.0329], [0.0004, 0.0383, 0.0115], [0.0405, 0.0861, 0.0915], [-0.0236, -0.0185, -0.0259],
+     [-0.0245, 0.0250, 0.1180], [0.1008, 0.0755, -0.0421], [-0.0515, 0.0201, 0.0011], [0.0428, -0.0012, -0.0036],
+     [0.0817, 0.0765, 0.0749], [-0.1264, -0.0522, -0.1103], [-0.0280, -0.0881, -0.0499], [-0.1262, -0.0982, -0.0778]],
+    [-0.0329, -0.0718, -0.0851],
+)
+LATENT_RGB["flux2"] = (
+    [[0.0058, 0.0113, 0.0073], [0.0495, 0.0443, 0.0836], [-0.0099, 0.0096, 0.0644], [0.2144, 0.3009, 0.3652],
+     [0.0166, -0.0039, -0.0054], [0.0157, 0.0103, -0.0160], [-0.0398, 0.0902, -0.0235], [-0.0052, 0.0095, 0.0109],
+     [-0.3527, -0.2712, -0.1666], [-0.0301, -0.0356, -0.0180], [-0.0107, 0.0078, 0.0013], [0.0746, 0.0090, -0.0941],
+     [0.0156, 0.0169, 0.0070], [-0.0034, -0.0040, -0.0114], [0.0032, 0.0181, 0.0080], [-0.0939, -0.0008, 0.0186],
+     [0.0018, 0.0043, 0.0104], [0.0284, 0.0056, -0.0127], [-0.0024, -0.0022, -0.0030], [0.1207, -0.0026, 0.0065],
+     [0.0128, 0.0101, 0.0142], [0.0137, -0.0072, -0.0007], [0.0095, 0.0092, -0.0059], [0.0000, -0.0077, -0.0049],
+     [-0.0465, -0.0204, -0.0312], [0.0095, 0.0012, -0.0066], [0.0290, -0.0034, 0.0025], [0.0220, 0.0169, -0.0048],
+     [-0.0332, -0.0457, -0.0468], [-0.0085, 0.0389, 0.0609], [-0.0076, 0.0003, -0.0043], [-0.0111, -0.0460, -0.0614]],
+    [-0.0329, -0.0718, -0.0851],
+)
+LATENT_RGB["qwen"] = (
+    [[-0.1299, -0.1692, 0.2932], [0.0671, 0.0406, 0.0442], [0.3568, 0.2548, 0.1747], [0.0372, 0.2344, 0.1420],
+     [0.0313, 0.0189, -0.0328], [0.0296, -0.0956, -0.0665], [-0.3477, -0.4059, -0.2925], [0.0166, 0.1902, 0.1975],
+     [-0.0412, 0.0267, -0.1364], [-0.1293, 0.0740, 0.1636], [0.0680, 0.3019, 0.1128], [0.0032, 0.0581, 0.0639],
+     [-0.1251, 0.0927, 0.1699], [0.0060, -0.0633, 0.0005], [0.3477, 0.2275, 0.2950], [0.1984, 0.0913, 0.1861]],
+    [-0.1835, -0.0868, -0.3360],
+)
+# The preview family (latent format) of each diffusion-transformer kind.
+LATENT_FORMAT = {"flux-fill": "flux", "flux-kontext": "flux", "flux2-klein": "flux2", "qwen-edit": "qwen"}
+
+TAESD_REPOS = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl", "flux": "madebyollin/taef1"}
+
+
+def unpack_latents(kind: str, packed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A diffusion transformer's packed latents (1, tokens, channels), one token per 2×2 patch of the
+    (height, width) = `grid` × 2 latent image, back to (1, C, 2·height, 2·width) in the space
+    LATENT_RGB's factors apply to. FLUX.1 and Qwen-Image pack as (C, 2, 2) per token; FLUX.2 packs
+    its 32 channels the same way, and its batch-norm normalisation is kept (the factors expect it)."""
+    height, width = grid
+    batch, tokens, channels = packed.shape
+    x = packed.reshape(batch, height, width, channels // 4, 2, 2)  # (B, h, w, C, dy, dx)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels // 4, 2 * height, 2 * width)
 
 
 class LinearPreview:
@@ -74,6 +117,8 @@ def find_taesd(family: str, device: torch.device, dtype: torch.dtype, source: st
 
     # Only an installed folder goes to from_pretrained: given a hub id, diffusers asks huggingface_hub
     # even with local_files_only, which warns on every run of a computer without TAESD.
+    if source is None and family not in TAESD_REPOS:  # TAEF2 and TAEHV are not AutoencoderTiny models: linear previews there
+        return None
     folder = source or installed_path(TAESD_REPOS[family])
     if folder is None:  # not installed is the normal case, not an error
         log.debug("no TAESD for %s: %s is not installed", family, TAESD_REPOS[family])
@@ -138,6 +183,14 @@ class X0Capture:
         if x0 is None and "++" in str(getattr(self._scheduler.config, "algorithm_type", "")):
             outputs = getattr(self._scheduler, "model_outputs", None)
             x0 = outputs[-1] if outputs else None
+        if x0 is None and hasattr(self._scheduler, "sigmas") and type(self._scheduler).__name__.startswith("FlowMatch"):
+            # Flow matching predicts the velocity v = noise - x0 and steps x ← x + (σ_next - σ)·v, so
+            # x0 = x - σ·v with the σ this step started from. One elementwise op on the token tensor,
+            # queued on the device like the model's own work; the picture is made off this thread.
+            model_output = kwargs.get("model_output", args[0] if args else None)
+            sample = kwargs.get("sample", args[2] if len(args) > 2 else None)
+            sigma = self._scheduler.sigmas[self._scheduler.step_index - 1]
+            x0 = sample - sigma.to(sample.device, sample.dtype) * model_output
         self.x0 = x0
         return out if return_dict else (out.prev_sample,)
 

@@ -22,12 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engines import imaging, models, preview
-from engines.api import CancelToken, OutOfMemory, ParamSpec, Request, SandcastleError, StepCallback, StepPreview
+from engines import imaging, kinds, models, preview
+from engines.api import CancelToken, ParamSpec, Request, SandcastleError, StepCallback, StepPreview
 
 Box = tuple[int, int, int, int]
 
 # The model each pipeline purpose loads when the person chose none.
+# The SD engines import this module when they are created, on the worker thread while the window says the
+# engine is loading: the pipeline code comes in now rather than during the first Generate (see the function).
+models.import_pipeline_code()
+
 DEFAULT_MODELS = {
     "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
     "img2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -91,8 +95,10 @@ def load_for(request: Request, purpose: str, default_model: str, on_step: StepCa
     mode the request asks for; `default_model` when the request names none. When it must be read from
     disk first, `on_step` hears a "Loading …" stage (loading takes seconds the person should see)."""
     device = models.pick_device(request.device)
-    dtype = models.pick_dtype(device, request.dtype)
     model = request.model or default_model
+    dtype = models.pick_dtype(device, request.dtype)
+    if request.dtype is None and device.type == "cuda" and kinds.dit_kind(model, request.allow_pickle):
+        dtype = torch.bfloat16  # FLUX and Qwen-Image were trained in bfloat16; in float16 their activations overflow
     if on_step is not None and not models.is_loaded(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile):
         on_step(StepPreview(request.job_id, 0, 0, None, (0, 0, 0, 0), stage=f"Loading {Path(model).name if Path(model).exists() else model}…"))
     loaded = models.load_pipeline(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile)
@@ -215,12 +221,7 @@ def generate_crop(
         output = pipe(**inputs)
     except Exception as exc:
         if models.is_out_of_memory(exc):
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise OutOfMemory(
-                f"The {device.type.upper()} ran out of memory generating at {size[0]}×{size[1]}: "
-                "lower Generation size, or set Low-memory mode to lowest in Settings."
-            ) from None
+            raise models.out_of_memory(device, size) from None
         raise
     timings.pipeline_s += time.perf_counter() - started
     decoded = output.images[0]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engines import catalog, checkpoints, folders, imaging, sources
-from engines.api import CancelToken, InputError, ModelStatus
+from engines import catalog, checkpoints, folders, imaging, kinds, sources
+from engines.api import CancelToken, InputError, ModelControls, ModelStatus
 from engines.diffae import directions
 
 # ---- files: the editor reads and writes pictures through these, not through engine internals ---
@@ -41,8 +41,22 @@ def picture_size(path: str) -> tuple[int, int] | None:
         return None
 
 
+# What read_picture returns: image (RGB uint8, sRGB), alpha (None when opaque) and colour, the file's
+# own colours (None for sRGB, untagged, CMYK and greyscale files), to give back to save_image.
+Picture = imaging.Picture
+ColourSource = imaging.ColourSource
+
+
+def read_picture(path: str, max_pixels: int = imaging.MAX_PIXELS) -> Picture:
+    """A picture file as (image, alpha, colour), refusing pictures above `max_pixels`. Everything works on
+    `image`, an sRGB view; `colour` lets save_image write the file's own values back wherever nothing
+    changed, with its profile. After uncrop, pass `colour.moved(result.offset)`."""
+    return imaging.read_picture(path, max_pixels)
+
+
 def load_picture(path: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`."""
+    """RGB uint8 and its alpha channel (None when opaque), in sRGB, refusing pictures above `max_pixels`
+    (read_picture also gives the file's own colours)."""
     return imaging.load_picture(path, max_pixels)
 
 
@@ -56,9 +70,17 @@ def save_mask(path: str, mask: np.ndarray) -> None:
     imaging.save_image(path, mask)
 
 
-def save_image(path: str, image: np.ndarray, alpha: np.ndarray | None = None) -> None:
-    """PNG, JPEG or WebP by the file's ending, written atomically; `alpha` is kept where the format can."""
-    imaging.save_image(path, image, alpha=alpha)
+def save_image(path: str, image: np.ndarray, alpha: np.ndarray | None = None, colour: ColourSource | None = None) -> None:
+    """PNG, JPEG or WebP by the file's ending, written atomically and synced; `alpha` is kept where the
+    format can; with `colour` (read_picture's), in the file's own colour space with its profile. A missing
+    or read-only folder, a read-only file or a full disk raise InputError saying what to do."""
+    imaging.save_image(path, image, alpha=alpha, colour=colour)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the `.sandcastle-<pid>-…` temporaries that killed saves left in `folder` (never one a running
+    save is writing) and return them. Every save does this for its own folder."""
+    return imaging.remove_stale_temporaries(folder)
 
 
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -84,6 +106,11 @@ def model_presets() -> list[sources.Preset]:
     return sources.presets()
 
 
+def model_controls(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelControls:
+    """Which of the panel's common controls `model` uses, and what its guidance means (no torch)."""
+    return kinds.controls_for(model, allow_pickle)
+
+
 def default_model(task: str) -> str:
     """The preset id used for `task` when the person chose nothing."""
     return sources.default_preset(task).id
@@ -100,7 +127,8 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
         path = catalog.installed_path(source.location)
         return ModelStatus(name, "hub", source.location, path is not None, str(path) if path else None, catalog.disk_bytes(path),
                            preset.title if preset else source.location, preset.licence if preset else "",
-                           preset.download_bytes if preset else 0, preset.components if preset else ())
+                           preset.download_bytes if preset else 0, preset.components if preset else (),
+                           access=preset.access_steps() if preset else "")
     path = Path(source.location)
     if source.kind == "file" and path.suffix.lower() == ".safetensors":
         kind = checkpoints.describe(path)

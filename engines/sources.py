@@ -44,7 +44,7 @@ class Preset:
     id: str
     title: str
     tasks: tuple[str, ...]
-    architecture: str
+    architecture: str  # the pipeline family the engines load it as: "sd15", "sdxl", "instruct-pix2pix", "flux2-klein", "flux-fill", …
     hub_id: str | None
     download_bytes: int
     licence: str
@@ -52,6 +52,16 @@ class Preset:
     components: tuple[str, ...] = ()
     default_for: tuple[str, ...] = ()
     manual: str = ""
+    gated: bool = False  # the hub gives its files only to a logged-in account that accepted the licence on the model's page
+
+    @property
+    def page(self) -> str:
+        """The model's page on the hub, where a gated licence is accepted."""
+        return hub_page(self.hub_id) if self.hub_id else ""
+
+    def access_steps(self) -> str:
+        """For a gated preset, what to do before downloading (one clause, no full stop); "" otherwise."""
+        return access_steps(self.hub_id, self.licence) if self.gated and self.hub_id else ""
 
 
 def presets() -> list[Preset]:
@@ -61,9 +71,27 @@ def presets() -> list[Preset]:
             id=p["id"], title=p["title"], tasks=tuple(p["tasks"]), architecture=p["architecture"], hub_id=p.get("hub_id"),
             download_bytes=int(p["download_bytes"]), licence=p["licence"], description=p["description"],
             components=tuple(p.get("components", ())), default_for=tuple(p.get("default_for", ())), manual=p.get("manual", ""),
+            gated=bool(p.get("gated", False)),
         )
         for p in data["presets"]
     ]
+
+
+def hub_page(hub_id: str) -> str:
+    return f"https://huggingface.co/{hub_id}"
+
+
+def access_steps(hub_id: str, licence: str = "") -> str:
+    """What a person does once so that a gated repository downloads: accept its licence on its page while
+    logged in there, then log in on this computer (huggingface_hub's `hf` command, or an access token)."""
+    what = f"the {licence}" if licence else "its licence"
+    return (f"accept {what} on its page, {hub_page(hub_id)}, while logged in there, then log in on this computer "
+            "with `hf auth login` (or set HF_TOKEN to an access token)")
+
+
+def preset_for_hub(hub_id: str) -> Preset | None:
+    """The preset that downloads `hub_id`, if one does."""
+    return next((p for p in presets() if p.hub_id == hub_id), None)
 
 
 def preset(key: str) -> Preset:
@@ -110,6 +138,9 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = (), purpose: str 
         if code:  # custom pipeline or component code: diffusers would import it; Sandcastle runs no code from a model
             raise ModelUnavailable(f"{path.name} carries Python code ({', '.join(code[:3])}); Sandcastle never runs code from a model "
                                    "folder. Use a folder of configs and .safetensors weights only.")
+        missing = missing_components(path)
+        if missing:
+            raise ModelUnavailable(missing)
         return ModelSource("folder", str(path))
     if path.is_file():
         suffix = path.suffix.lower()
@@ -133,6 +164,28 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = (), purpose: str 
     if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
         return ModelSource("hub", model)
     raise ModelUnavailable(f"There is no model folder or file at {model}.")
+
+
+# Components a pipeline runs without: downloads skip the safety checker and its image processor, and
+# models.load_pipeline passes None for them. Any other component listed must be there.
+OPTIONAL_COMPONENTS = frozenset({"safety_checker", "feature_extractor", "image_encoder"})
+
+
+def missing_components(folder: Path) -> str | None:
+    """One sentence when a diffusers folder's model_index.json is damaged or names a component whose
+    subfolder is missing (a download cut short, a folder copied in part); None when it looks whole."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"{folder.name}/model_index.json is damaged (not readable JSON); download or copy the model again."
+    if not isinstance(index, dict):
+        return f"{folder.name}/model_index.json is damaged (not a JSON object); download or copy the model again."
+    absent = [name for name, entry in index.items()
+              if not name.startswith("_") and name not in OPTIONAL_COMPONENTS and isinstance(entry, list) and entry and entry[0] is not None and not (folder / name).is_dir()]
+    if absent:
+        return (f"{folder.name} is incomplete: model_index.json names {', '.join(absent)} but the folder has no "
+                f"{'subfolder' if len(absent) == 1 else 'subfolders'} of that name; download or copy the model again.")
+    return None
 
 
 def unavailable_message(source: ModelSource, reason: str = "") -> str:

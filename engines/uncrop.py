@@ -24,7 +24,8 @@ import numpy as np
 
 from engines import imaging, preview, sources
 from engines.api import CancelToken, EngineSpec, InputError, ParamSpec, Request, Result, StepCallback, Task, check_common
-from engines.sd import Crop, DEFAULT_MODELS, Timings, generate_crop, load_for, prompt_warnings, shared_params
+from engines.dit import latent_format, prompt_warnings, step_for
+from engines.sd import Crop, DEFAULT_MODELS, Timings, load_for, shared_params
 
 DEFAULT_MODEL = DEFAULT_MODELS["inpaint"]  # each pass inpaints the new area
 
@@ -86,7 +87,8 @@ class UncropEngine:
         window = p["resolution"] or loaded.native
         context = p["context"] or window // 2
         tiles = plan_tiles(known, (left, top, width, height), sides, window, min(context, window - 16))
-        previewer = preview.previewer_for(p["preview"], loaded.family, device, dtype)
+        previewer = preview.previewer_for(p["preview"], latent_format(loaded), device, dtype)
+        generate = step_for(loaded)
 
         # 3. Fill them one by one; every pass sees what the previous ones made.
         timings = Timings()
@@ -98,7 +100,7 @@ class UncropEngine:
             alpha = imaging.feather_mask(unknown, p["overlap"])  # 1 on new pixels, a ramp over the band, 0 beyond
             model_mask = np.where(alpha > 0, 255, 0).astype(np.uint8)
             crop = canvas[y : y + h, x : x + w].copy()
-            generated, _ = generate_crop(loaded=loaded, request=request, params=p,
+            generated, _ = generate(loaded=loaded, request=request, params=p,
                                          crop=Crop(model_image=crop, model_mask=model_mask, shown_under=crop, alpha=alpha, box=box),
                                          previewer=previewer, on_step=on_step, cancel=cancel, passes=(k, len(tiles)), offset=(left, top),
                                          timings=timings)

@@ -20,23 +20,8 @@ def _xyz(x: float, y: float, z: float) -> bytes:
 
 
 def rgb_profile(description: str, red=SRGB_RED, green=SRGB_GREEN, blue=SRGB_BLUE, gamma: float = 2.2) -> bytes:
-    """A minimal ICC v2 matrix/TRC display profile (what cameras and editors embed for RGB spaces)."""
-    text = description.encode("ascii") + b"\0"
-    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
-    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
-    tags = [(b"desc", desc), (b"cprt", b"text\0\0\0\0" + b"No copyright\0"), (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
-            (b"rXYZ", _xyz(*red)), (b"gXYZ", _xyz(*green)), (b"bXYZ", _xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
-    offset = 128 + 4 + 12 * len(tags)
-    table, data = b"", b""
-    for signature, body in tags:
-        body += b"\0" * (-len(body) % 4)
-        table += signature + struct.pack(">II", offset + len(data), len(body))
-        data += body
-    size = offset + len(data)
-    header = (struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
-              + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"lcms" + b"\0" * 44)
-    assert len(header) == 128
-    return header + struct.pack(">I", len(tags)) + table + data
+    """A minimal ICC v2 matrix/TRC display profile (what cameras and editors embed for RGB spaces) with a pure gamma."""
+    return matrix_trc_profile(description, red, green, blue, b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0")
 
 
 def swapped_profile() -> bytes:
@@ -117,3 +102,49 @@ def non_utf8_name(folder, photo: np.ndarray) -> str:
     with open(raw, "wb") as f:
         Image.fromarray(np.ascontiguousarray(photo[:64, :96])).save(f, "PNG")
     return os.fsdecode(raw)
+
+
+# Colorants adapted to D50, as ICC profiles store them (Bradford, from each space's primaries and D65 white).
+ADOBE_RGB_RED, ADOBE_RGB_GREEN, ADOBE_RGB_BLUE = (0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446)
+DISPLAY_P3_RED, DISPLAY_P3_GREEN, DISPLAY_P3_BLUE = (0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841)
+
+
+def matrix_trc_profile(description: str, red, green, blue, curve: bytes) -> bytes:
+    """An ICC v2 matrix/TRC display profile with the given tone curve tag (`curv` or `para`) on all three channels."""
+    text = description.encode("ascii") + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    tags = [(b"desc", desc), (b"cprt", b"text\0\0\0\0" + b"No copyright\0"), (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", _xyz(*red)), (b"gXYZ", _xyz(*green)), (b"bXYZ", _xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + _s15(0.9642) + _s15(1.0)
+              + _s15(0.8249) + b"lcms" + b"\0" * 44)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def adobe_rgb_profile() -> bytes:
+    """Adobe RGB (1998): wider greens than sRGB, a pure 563/256 gamma."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 563) + b"\0\0"
+    return matrix_trc_profile("Adobe RGB (1998)", ADOBE_RGB_RED, ADOBE_RGB_GREEN, ADOBE_RGB_BLUE, curve)
+
+
+def display_p3_profile() -> bytes:
+    """Display P3: DCI-P3 primaries, D65 white and sRGB's tone curve (a parametric curve, as Apple's profile has)."""
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(_s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    return matrix_trc_profile("Display P3", DISPLAY_P3_RED, DISPLAY_P3_GREEN, DISPLAY_P3_BLUE, curve)
+
+
+def wide_gamut_photo(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """Smooth colours with texture across the whole RGB cube, and a band of saturated green (0, 255, 0)
+    at the bottom that a wide-gamut space holds and sRGB cannot."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) * 255 // max(1, width + height - 2)], -1)
+    image = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+    image[-12:] = (0, 255, 0)
+    return image

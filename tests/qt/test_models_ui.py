@@ -204,3 +204,72 @@ def test_a_converted_diffae_folder_can_be_added_for_attributes(qtbot, fresh_wind
     combo = dialog.task_combos["attributes"]
     combo.setCurrentIndex(combo.findData(folder))
     assert fresh_window.generation.model_for("attributes") == folder
+
+
+DIT_BY_TASK = {  # issue 23: where each new preset is offered
+    "inpaint": {"flux2-klein-4b", "qwen-image-edit-2511", "flux1-fill-dev", "flux1-kontext-dev"},
+    "uncrop": {"flux2-klein-4b", "flux1-fill-dev"},
+    "edit": {"flux2-klein-4b", "qwen-image-edit-2511", "flux1-kontext-dev"},
+    "colorize": {"flux2-klein-4b", "qwen-image-edit-2511"},
+    "attributes": set(),
+}
+
+
+def test_the_transformer_presets_are_offered_for_their_tasks_and_the_defaults_stay(qtbot, fresh_window):
+    from editor.models_dialog import ModelsDialog
+
+    dialog = ModelsDialog(fresh_window.settings, fresh_window.generation, fresh_window)
+    qtbot.addWidget(dialog)
+    dit = set().union(*DIT_BY_TASK.values())
+    for task, combo in dialog.task_combos.items():
+        offered = {combo.itemData(i) for i in range(combo.count())}
+        assert offered & dit == DIT_BY_TASK[task], task
+    assert {t: c.currentData() for t, c in dialog.task_combos.items()} == {
+        "inpaint": "sd15-inpaint", "uncrop": "sd15-inpaint", "colorize": "sd15", "edit": "instruct-pix2pix", "attributes": "diffae-ffhq256"}
+    dialog.select("flux2-klein-4b")
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 0).text() == "FLUX.2 [klein] 4B"
+    assert dialog.table.item(row, 1).text() == "edit, inpaint, uncrop, colorize"
+    assert dialog.table.item(row, 2).text() == "Not installed" and dialog.table.item(row, 3).text() == "about 16.0 GB"
+    assert "13 GB of graphics memory" in dialog.about.text() and "Apache-2.0" in dialog.about.text()
+    assert "gated" not in dialog.about.text() and dialog.download_button.isEnabled()
+
+
+def test_a_gated_preset_says_what_to_do_before_anything_downloads(qtbot, fresh_window, hub, monkeypatch):
+    from editor.models_dialog import GATED_STATE, ModelsDialog
+
+    win = fresh_window
+    win.settings["hub_endpoint"] = hub.url
+    dialog = ModelsDialog(win.settings, win.generation, win)
+    qtbot.addWidget(dialog)
+    dialog.select("flux1-fill-dev")
+    row = dialog.table.currentRow()
+    assert dialog.table.item(row, 2).text() == GATED_STATE  # seen in the list, before it is even selected
+    about = dialog.about.text()
+    assert "FLUX.1 Fill [dev] is gated" in about and "accept the FLUX.1 [dev] Non-Commercial License" in about
+    assert "https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev" in about and "hf auth login" in about and "HF_TOKEN" in about
+    assert "hf auth login" in dialog.table.item(row, 0).toolTip()
+
+    asked = []
+    monkeypatch.setattr(dialog, "confirm", lambda text: asked.append(text) and False)
+    qtbot.mouseClick(dialog.download_button, Qt.LeftButton)  # declined: nothing is fetched
+    assert len(asked) == 1 and "Non-Commercial License" in asked[0] and "hf auth login" in asked[0] and "about 33.7 GB" in asked[0]
+    assert hub.requests == [] and win.generation.downloading is None
+    assert "was not downloaded" in dialog.message.text() and "hf auth login" in dialog.message.text()
+
+    hub.gated["black-forest-labs/FLUX.1-Fill-dev"] = 403  # went ahead without accepting the licence
+    monkeypatch.setattr(dialog, "confirm", lambda text: True)
+    with qtbot.waitSignal(win.generation.downloadFailed, timeout=60000):
+        qtbot.mouseClick(dialog.download_button, Qt.LeftButton)
+    message = dialog.message.text()
+    assert message.startswith("black-forest-labs/FLUX.1-Fill-dev is gated") and "FLUX.1 [dev] Non-Commercial License" in message
+    assert "https://huggingface.co/black-forest-labs/FLUX.1-Fill-dev" in message and "hf auth login" in message
+    assert dialog.table.item(dialog.table.currentRow(), 2).text() == GATED_STATE
+
+    # Choosing it for a task says the same, so Generate's download later is no surprise.
+    combo = dialog.task_combos["edit"]
+    combo.setCurrentIndex(combo.findData("flux1-kontext-dev"))
+    assert win.settings.model_for("edit") == "flux1-kontext-dev"
+    assert "FLUX.1 Kontext [dev] is gated" in dialog.message.text() and "hf auth login" in dialog.message.text()
+    combo.setCurrentIndex(combo.findData("flux2-klein-4b"))
+    assert "gated" not in dialog.message.text()

@@ -24,7 +24,8 @@ def test_presets_cover_every_task_and_name_size_and_licence():
     presets = sources.presets()
     ids = {p.id for p in presets}
     assert {"sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "sd15", "instruct-pix2pix", "taesd", "taesdxl",
-            "diffae-ffhq256"} <= ids
+            "diffae-ffhq256", "flux2-klein-4b", "qwen-image-edit-2511", "flux1-fill-dev", "flux1-kontext-dev"} <= ids
+    assert len(ids) == len(presets)  # ids are unique
     assert not any(p.architecture.startswith("controlnet") for p in presets)  # nothing uses one: none is offered
     for p in presets:
         assert p.licence and p.description and p.download_bytes > 0

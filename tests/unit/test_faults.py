@@ -3,6 +3,8 @@ cancel at every step, and many generations back to back."""
 
 import numpy as np
 import pytest
+
+from engines.api import InputError
 import torch
 
 from engines import models, registry
@@ -115,7 +117,7 @@ def test_a_full_disk_mid_write_never_truncates_the_original(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InputError, match="No space left"):
         imaging.save_image(target, np.zeros((20, 20, 3), np.uint8))
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
 
@@ -129,6 +131,6 @@ def test_a_read_only_folder_is_an_error_not_a_half_file(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path))
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)  # what a read-only folder answers (root ignores chmod, so it is injected)
-    with pytest.raises(PermissionError):
+    with pytest.raises(InputError, match="read-only"):
         imaging.save_image(tmp_path / "new.png", np.zeros((8, 8, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
