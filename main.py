@@ -2,6 +2,8 @@
 
     python main.py [IMAGE] [--model ID_OR_PATH] [--demo]      open the editor
     python main.py run TASK --image IN ... --out OUT          run one engine headless
+    python main.py run TASK ... --remote URL [--token T]      run it on Sandcastle's server
+    python main.py serve [--host H] [--port P] [--demo]       serve the engines (Ray Serve)
     python main.py demo-model DIR --kind KIND                 write a tiny random-weight model
     python main.py convert-diffae CKPT OUT.safetensors        convert an official DiffAE checkpoint
 
@@ -19,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-COMMANDS = ("run", "demo-model")
+COMMANDS = ("run", "demo-model", "serve")
 
 
 # ---- arguments ----------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def say(text: str) -> None:
 
 def gui_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="sandcastle", description="Sandcastle image editor.",
-                                     epilog="Headless: sandcastle run TASK --help; sandcastle demo-model --help")
+                                     epilog="Headless: sandcastle run TASK --help; sandcastle serve --help; sandcastle demo-model --help")
     parser.add_argument("image", nargs="?", help="picture to open")
     parser.add_argument("--model", help="hub id, local diffusers folder or .safetensors file to generate with")
     parser.add_argument("--demo", action="store_true", help="use tiny random-weight models (works offline; results are noise)")
@@ -99,6 +101,29 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="an engine setting, e.g. feather=12")
     parser.add_argument("--out", required=True)
     parser.add_argument("--previews", metavar="DIR", help="write the picture at every denoising step here, one PNG per step")
+    parser.add_argument("--remote", metavar="URL", help="run on Sandcastle's server at URL (sandcastle serve), e.g. http://127.0.0.1:8000")
+    parser.add_argument("--token", help="the server's token (default: the SANDCASTLE_TOKEN environment variable)")
+    return parser
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="sandcastle serve", description="Serve Sandcastle's engines to other computers (a Ray Serve application).",
+                           epilog="Clients: sandcastle run TASK ... --remote http://HOST:PORT [--token T]. Needs pip install 'sandcastle[serve]'.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--address", metavar="RAY_ADDRESS", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local one. "
+                        "Every node needs Sandcastle installed and the same --models-folder paths")
+    parser.add_argument("--demo", action="store_true", help="serve tiny random-weight models (offline; results are noise)")
+    parser.add_argument("--models-folder", action="append", default=[], metavar="DIR",
+                        help="serve the model folders and .safetensors files in DIR by their names (repeatable)")
+    parser.add_argument("--token", help="every request must carry this token (default: the SANDCASTLE_TOKEN environment variable)")
+    parser.add_argument("--no-downloads", action="store_true", help="refuse jobs for hub models the server has no copy of "
+                        "(by default it downloads them on first use, unless HF_HUB_OFFLINE is set)")
+    parser.add_argument("--replicas", type=int, help="engine replicas (default: one per GPU, or one)")
+    parser.add_argument("--gpus-per-replica", type=float, help="GPUs each replica holds (default 1 when the cluster has GPUs; 0.5 shares one)")
+    parser.add_argument("--threads", type=int, help="torch threads per CPU replica (default: the cores shared out)")
+    parser.add_argument("--max-body-mb", type=float, default=512, help="largest job accepted, in MB (default 512)")
+    parser.add_argument("--max-pixels", type=int, default=100_000_000, help="largest picture accepted, in pixels (default 100 million)")
     return parser
 
 
@@ -226,12 +251,28 @@ class StopOnSignal:
         return "Ctrl+C" if self.signal in (None, signal.SIGINT) else signal.Signals(self.signal).name
 
 
+def check_remote(args) -> None:
+    """What --remote rules out, before anything: a device or a model on this computer."""
+    from engines.api import InputError
+
+    if not args.remote:
+        if args.token is not None:
+            raise InputError("--token is for a server; give its address with --remote URL.")
+        return
+    if args.device is not None:
+        raise InputError(f"--device chooses a device on this computer; the server at {args.remote} runs on its own.")
+    if args.demo:
+        raise InputError(f"--demo makes a model on this computer; for demo models on the server, start it with sandcastle serve --demo "
+                         f"(then {args.remote} uses them by default).")
+
+
 def run_headless(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     from engines.api import CancelToken, InputError
 
     try:
         check_paths(args)
+        check_remote(args)
     except InputError as exc:
         say(f"sandcastle: {exc}")
         return 2
@@ -260,7 +301,10 @@ def generate_headless(args, token) -> int:
         image, alpha, colour = services.read_picture(args.image)  # sRGB for the model; the file's own colour space kept for the save
         mask = imaging.load_mask(args.mask, (image.shape[1], image.shape[0])) if args.mask else None
         hints = imaging.load_hints(args.hints, (image.shape[1], image.shape[0])) if args.hints else None
-        engine = registry.get(task.value)
+        if args.remote:  # the same engine on Sandcastle's server: its spec comes from there, its models are resolved there
+            engine = services.remote_engine(task.value, args.remote, args.token if args.token is not None else os.environ.get("SANDCASTLE_TOKEN", ""))
+        else:
+            engine = registry.get(task.value)
         params = dict(parse_param(t, engine.spec) for t in args.param)
         if args.extend is not None:
             params.update(parse_extend(args.extend))
@@ -285,7 +329,8 @@ def generate_headless(args, token) -> int:
         engine.check(request)
         from engines.api import default_model_for
 
-        fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle, token)
+        if not args.remote:
+            fetch_if_missing(request.model or default_model_for(engine, params), request.allow_pickle, token)
         previews = Path(args.previews) if args.previews else None
         frames = None
         if previews:
@@ -417,6 +462,19 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = (), cancel=None
     download_model(status.location, status.components, show, cancel or CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
 
+def serve(argv: list[str]) -> int:
+    """`sandcastle serve`: the engines as a Ray Serve application until Ctrl+C or SIGTERM."""
+    args = serve_parser().parse_args(argv)
+    try:
+        from server.app import run_server
+
+        return run_server(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return report_failure(exc)
+
+
 def convert_diffae(argv: list[str]) -> int:
     parser = OneLineParser(prog="sandcastle convert-diffae",
                                      description="Convert an official DiffAE checkpoint (autoencoder or attribute classifier) to safetensors.")
@@ -538,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_headless(argv[1:])
     if argv and argv[0] == "demo-model":
         return write_demo_model(argv[1:])
+    if argv and argv[0] == "serve":
+        return serve(argv[1:])
     if argv and argv[0] == "convert-diffae":
         return convert_diffae(argv[1:])
     gui_parser().parse_args(argv)  # --help and bad arguments end here, before any Qt object exists: they need no display

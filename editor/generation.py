@@ -31,7 +31,7 @@ from editor.qtimage import to_qimage
 from editor.settings import Settings
 from engines import registry
 from engines.api import Engine, ModelStatus, Request, Result, SandcastleError, StepCallback, StepPreview, Task, default_model_for
-from engines.services import default_model, demo_model, device_summary, download_model, is_offline, model_status
+from engines.services import default_model, demo_model, device_summary, download_model, is_offline, model_status, remote_engine, remote_status
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class GenerationController(QObject):
         self.model = model  # from the command line: wins over the per-task choice in Models
         self.demo = demo
         self.engines: dict[str, Engine] = {}
+        self._remote_summary = ""  # the server's own description, fetched when its engines load (never on this thread)
         self.versions: list[Version] = []
         self.ask_download: Callable[[ModelStatus], bool] = lambda status: False  # the window asks the person
         self.runner = JobRunner("engines", self, prepare=preview_image)  # the device's thread: engines and their models live there
@@ -175,7 +176,13 @@ class GenerationController(QObject):
         if any(job.kind == JobKind.LOAD_ENGINE and job.data["task"] == task for job in self.runner.jobs):
             return
 
+        remote, token = self.settings.remote, self.settings["remote_token"]
+
         def work(context: JobContext) -> Engine:
+            if remote:  # the engines run on a Sandcastle server: its spec, and each job, come over the network
+                engine = remote_engine(task, remote, token)
+                self._remote_summary = remote_status(remote, token)
+                return engine
             try:
                 engine = registry.get(task)
             except SandcastleError:
@@ -191,13 +198,23 @@ class GenerationController(QObject):
 
         self.runner.submit(JobKind.LOAD_ENGINE, work, task=task)
 
+    def forget_engines(self) -> None:
+        """Drop the engines made so far (the device moved between this computer and a server); each task's
+        is made again when it is next shown."""
+        self.engines.clear()
+        self._remote_summary = ""
+
     def device_summary(self) -> str:
         """The status bar's device line; empty until an engine (and so torch) is loaded."""
         if not self.engines:
             return ""
+        if self.settings.remote:
+            return self._remote_summary
         return device_summary(self.settings.resolved("device"), self.settings.resolved("precision"))
 
     def model_for(self, task: str) -> str:
+        if self.settings.remote:  # the server resolves names (its presets, its cache, its own folders): never a path of this computer
+            return self.settings.model_for(task) or ""
         if self.model:
             return self.model
         if self.demo:
@@ -463,6 +480,8 @@ class GenerationController(QObject):
     def ensure_model(self, task: str, then: Callable[[], Any] = lambda: None) -> bool:
         """True when the task's model is ready to load. Otherwise explains why, or (after asking once,
         with size and licence) starts downloading it, and calls `then` (what asked goes on) when it is in."""
+        if self.settings.remote:
+            return True  # the server has or fetches its models; a missing one comes back as the job's error
         try:
             status = model_status(self.model_for(task), tuple(self.settings["pickle_allowed"]))  # local folders and files: installed
         except SandcastleError as exc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+import threading
+
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -34,7 +36,7 @@ from editor.generation import GenerationController
 from editor.jobs import describe_progress, human_bytes
 from editor.settings import Settings
 from engines.api import SandcastleError, Task
-from engines.services import default_model, delete_model, model_presets, model_status
+from engines.services import default_model, delete_model, model_presets, model_status, remote_models
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Model", "Tasks", "Status", "Size", "Location")
@@ -49,8 +51,15 @@ def gated_note(row: dict) -> str:
 
 
 class ModelsDialog(QDialog):
+    serverAnswered = Signal(object)  # the server's models (a list), or why it could not say (a string): from the asking thread
+
     def __init__(self, settings: Settings, generation: GenerationController, parent=None) -> None:
         super().__init__(parent)
+        # With the engines on a server, the models are the server's: asked on a thread (the network may
+        # be slow), listed when the answer comes; downloads, deletes and local files are the server's matter.
+        self.remote = settings.remote
+        self._server_rows: list[dict] = []
+        self.serverAnswered.connect(self._on_server_answer)
         self.setObjectName("modelsDialog")
         self.setWindowTitle("Models")
         self.resize(980, 560)
@@ -110,11 +119,36 @@ class ModelsDialog(QDialog):
         generation.downloadFailed.connect(self._on_download_failed)
         generation.downloadCancelled.connect(self._on_download_cancelled)
         generation.busyChanged.connect(self._update_buttons)
+        if self.remote:
+            for button in (self.download_button, self.delete_button, self.add_folder_button, self.add_file_button):
+                button.setVisible(False)
+            self.message.setText(f"Asking the server at {self.remote} which models it has…")
+            token = settings["remote_token"]
+            threading.Thread(target=self._ask_server, args=(self.remote, token), daemon=True, name="models-on-server").start()
+        self.refresh()
+
+    def _ask_server(self, url: str, token: str) -> None:
+        try:
+            answer: object = remote_models(url, token)
+        except SandcastleError as exc:
+            answer = str(exc)
+        self.serverAnswered.emit(answer)  # queued to the GUI thread
+
+    def _on_server_answer(self, answer: object) -> None:
+        if isinstance(answer, str):
+            self.message.setText(answer)
+            return
+        self._server_rows = [{"name": m["name"], "title": m.get("title") or m["name"], "tasks": ", ".join(m.get("tasks", ())), "hub_id": None,
+                              "components": (), "licence": m.get("licence", ""), "estimate": 0, "about": m.get("about", "on the server"),
+                              "manual": "", "server": True, "installed": bool(m.get("installed"))} for m in answer]
+        self.message.setText(f"The models of the server at {self.remote}; the server downloads one that is not there on first use.")
         self.refresh()
 
     # ---- rows ---------------------------------------------------------------------------------
 
     def rows(self) -> list[dict]:
+        if self.remote:
+            return self._server_rows
         rows = []
         for p in model_presets():
             rows.append({"name": p.id, "title": p.title, "tasks": ", ".join(p.tasks), "hub_id": p.hub_id, "components": p.components,
@@ -142,6 +176,8 @@ class ModelsDialog(QDialog):
         self._update_buttons()
 
     def _state(self, row: dict) -> tuple[str, str, str]:
+        if row.get("server"):
+            return ("On the server" if row["installed"] else "Downloaded by the server when first used"), "", self.remote
         if row["hub_id"] is None and not row.get("local"):
             return "Not installed (see below)", f"about {human_bytes(row['estimate'])}", ""
         try:

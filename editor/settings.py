@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "schema": SCHEMA,
-    "device": "auto",  # auto, cuda, mps, cpu
+    "device": "auto",  # auto, cuda, mps, cpu, or remote (a Sandcastle server: remote_url)
     "precision": "auto",  # auto, float16, bfloat16, float32
     "memory": "auto",  # low-memory mode: auto, off, balanced, lowest
     "task_models": {},  # task → preset id, hub id, or a local folder / .safetensors file
@@ -38,11 +38,13 @@ DEFAULTS: dict[str, Any] = {
     "recent_files": [],  # most recent first
     "max_megapixels": 120,  # pictures above this many million pixels are refused (a 12000×10000 scan fits)
     "autosave_seconds": 60,
+    "remote_url": "",  # the Sandcastle server (`sandcastle serve`) used when device is remote
+    "remote_token": "",  # the token that server was started with, if any
     "compile_unet": False,  # torch.compile the UNet: faster steps on a graphics card after a slow first run  # 0 turns the periodic autosave off (it still happens on exit)
 }
 
 CHOICES = {
-    "device": ("auto", "cuda", "mps", "cpu"),
+    "device": ("auto", "cuda", "mps", "cpu", "remote"),
     "precision": ("auto", "float16", "bfloat16", "float32"),
     "memory": ("auto", "off", "balanced", "lowest"),
 }
@@ -113,6 +115,8 @@ VALID = {
     "max_megapixels": _number(1, 10_000),
     "autosave_seconds": _number(0, 86_400, whole=True),
     "compile_unet": lambda v: isinstance(v, bool),
+    "remote_url": lambda v: isinstance(v, str) and (v == "" or v.startswith(("http://", "https://"))),
+    "remote_token": lambda v: isinstance(v, str) and len(v) <= 4096 and v.isprintable(),
 }
 
 
@@ -189,9 +193,15 @@ class Settings:
             self.data["task_models"].pop(task, None)
 
     def resolved(self, key: str) -> str | None:
-        """A device/precision/memory choice for the engines: None where it is "auto"."""
+        """A device/precision/memory choice for the engines: None where it is "auto" (and, for a remote
+        server, where the server decides)."""
         value = self.data[key]
-        return None if value == "auto" else value
+        return None if value == "auto" or self.remote else value
+
+    @property
+    def remote(self) -> str:
+        """The server's address when the engines run there (Device: remote), else ""."""
+        return self.data["remote_url"] if self.data["device"] == "remote" else ""
 
 
 def setup_logging(folder: Path | None = None, level: int = logging.INFO) -> Path:

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, Q
 from editor.settings import CHOICES, Settings
 
 LABELS = {
-    "device": ("Device", "auto: CUDA, then Apple MPS, then the CPU."),
+    "device": ("Device", "auto: CUDA, then Apple MPS, then the CPU; remote: a Sandcastle server (sandcastle serve) on a GPU machine."),
     "precision": ("Precision", "auto: float16 on graphics cards, float32 on the CPU."),
     "memory": ("Low-memory mode", "auto chooses from the free graphics memory: off (fastest), balanced (attention slicing and "
                                   "VAE tiling), lowest (model CPU offload as well)."),
@@ -29,6 +29,18 @@ class SettingsDialog(QDialog):
             combo.setToolTip(tip)
             self.combos[key] = combo
             form.addRow(label, combo)
+        self.remote_url = QLineEdit(settings["remote_url"], objectName="setting_remote_url")
+        self.remote_url.setPlaceholderText("http://gpu-box:8000")
+        self.remote_url.setToolTip("The address `sandcastle serve` printed on the GPU machine. The engines run there; the picture, "
+                                   "mask and settings of each job are sent to it, and every step streams back.")
+        form.addRow("Remote server", self.remote_url)
+        self.remote_token = QLineEdit(settings["remote_token"], objectName="setting_remote_token")
+        self.remote_token.setEchoMode(QLineEdit.Password)
+        self.remote_token.setPlaceholderText("none")
+        self.remote_token.setToolTip("The token the server was started with (--token), if any.")
+        form.addRow("Server token", self.remote_token)
+        self.combos["device"].currentTextChanged.connect(self._remote_fields)
+        self._remote_fields(self.combos["device"].currentText())
         self.endpoint = QLineEdit(settings["hub_endpoint"], objectName="setting_hub_endpoint")
         self.endpoint.setPlaceholderText("https://huggingface.co")
         self.endpoint.setToolTip("A Hugging Face hub mirror to download from; empty for the hub itself.")
@@ -52,7 +64,18 @@ class SettingsDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel, accepted=self.save, rejected=self.reject)
         form.addRow(buttons)
 
+    def _remote_fields(self, device: str) -> None:
+        for widget in (self.remote_url, self.remote_token):
+            widget.setEnabled(device == "remote")
+
     def save(self) -> None:
+        url = self.remote_url.text().strip().rstrip("/")
+        if self.combos["device"].currentText() == "remote" and not url.startswith(("http://", "https://")):
+            self.remote_url.setFocus()
+            self.remote_url.setToolTip("The server's address starts with http:// or https://, like http://gpu-box:8000.")
+            self.remote_url.setStyleSheet("border: 1px solid #d04040;")
+            return
+        self.settings["remote_url"], self.settings["remote_token"] = url, self.remote_token.text().strip()
         for key, combo in self.combos.items():
             self.settings[key] = combo.currentText()
         self.settings["hub_endpoint"] = self.endpoint.text().strip()

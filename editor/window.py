@@ -246,7 +246,11 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from editor.settings_dialog import SettingsDialog
 
+        where = (self.settings["device"], self.settings.remote, self.settings["remote_token"])
         if SettingsDialog(self.settings, self).exec():
+            if (self.settings["device"], self.settings.remote, self.settings["remote_token"]) != where and "remote" in (where[0], self.settings["device"]):
+                self.generation.forget_engines()  # from this computer to a server or back: the engines come from the other side now
+                self._show_task(self.panel.current_task())
             self.status_device.setText(self.generation.device_summary())
 
     def open_log_folder(self) -> None:

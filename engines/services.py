@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engines import catalog, checkpoints, folders, imaging, kinds, sources
-from engines.api import CancelToken, InputError, ModelControls, ModelStatus
+from engines import catalog, checkpoints, folders, imaging, kinds, remote, sources, wire
+from engines.api import CancelToken, Engine, InputError, ModelControls, ModelStatus, ModelUnavailable
 from engines.diffae import directions
 
 # ---- files: the editor reads and writes pictures through these, not through engine internals ---
@@ -212,3 +212,66 @@ def own_sliders(folder: str = "") -> tuple[str, ...]:
 
 def delete_own_slider(name: str, folder: str = "") -> None:
     directions.delete_direction(folders.own_sliders_folder({"directions_folder": folder}), name)
+
+
+# ---- Sandcastle's server (`sandcastle serve`): a remote device -----------------------------------
+
+# What a remote job raises besides the contract's errors, all SandcastleErrors with one sentence:
+RemoteError = wire.RemoteError  # the server or the connection failed
+TokenRefused = wire.TokenRefused  # "The server refused the token…"
+ConnectionLost = wire.ConnectionLost  # the connection broke or the server fell silent during a job
+ServerUnavailable = wire.ServerUnavailable  # nothing answered at that address (also a ModelUnavailable)
+
+
+def remote_engine(task: str, url: str, token: str = "") -> Engine:
+    """The engine for `task` on Sandcastle's server at `url`, used like a local one (check, run with
+    previews and cancel). Asks the server for the engine's spec, so it blocks for up to a few seconds:
+    call it off the GUI thread. Raises ServerUnavailable ("Sandcastle's server at URL did not answer…"),
+    TokenRefused, or InputError when the server has no engine for the task."""
+    return remote.remote_engine(task, url, token)
+
+
+def remote_models(url: str, token: str = "") -> list[dict[str, Any]]:
+    """The models the server at `url` offers, each {"name", "title", "tasks", "installed", "licence", "about"};
+    a Request's model for that server is one of these names, or a hub id (the server downloads a model
+    it has no copy of on first use, unless it runs offline or with --no-downloads). Blocks: call it off
+    the GUI thread. Raises ServerUnavailable or TokenRefused like remote_engine."""
+    return remote.models(url, token)
+
+
+def remote_status(url: str, token: str = "") -> str:
+    """One line for the status bar, e.g. "Remote: 1 × NVIDIA H200 at http://…"; never raises (when the
+    server cannot be asked, the line says why)."""
+    return remote.status(url, token)
+
+
+def model_tasks(name: str, allow_pickle: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The tasks a model can serve, read from its files or its preset without loading it (no torch);
+    () when that cannot be told. The server lists its models with these."""
+    folder = Path(name).expanduser()
+    if (folder / "autoencoder.safetensors").is_file():
+        return ("attributes",)
+    preset = next((p for p in sources.presets() if name in (p.id, p.hub_id)), None)
+    if preset is not None:
+        return preset.tasks
+    try:
+        source = sources.resolve_source(name, allow_pickle)
+    except (InputError, ModelUnavailable):
+        return ()
+    if source.kind == "file":
+        path = Path(source.location)
+        return checkpoints.describe(path).tasks if path.suffix.lower() == ".safetensors" else ()
+    dit = kinds.dit_kind(name, allow_pickle)
+    if dit is not None:
+        purposes = kinds.DIT_PIPELINES[dit]
+        return (("inpaint", "uncrop") if "inpaint" in purposes else ()) + (("edit", "colorize") if "instruct" in purposes else ())
+    location = Path(source.location) if source.kind == "folder" else catalog.installed_path(source.location)
+    if location is None:
+        return ()
+    try:
+        import json
+
+        channels = json.loads((Path(location) / "unet" / "config.json").read_text(encoding="utf-8")).get("in_channels")
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return {9: ("inpaint", "uncrop"), 8: ("edit",), 4: ("inpaint", "uncrop", "edit", "colorize")}.get(channels, ())
