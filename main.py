@@ -361,8 +361,10 @@ def generate_headless(args, token) -> int:
         services.save_image(str(out), result.image, alpha=alpha, colour=None if colour is None else colour.moved(result.offset))
         say(f"wrote {out} ({result.seconds:.1f} s)")
         return 0
-    except Cancelled:
-        raise KeyboardInterrupt from None  # only a signal cancels a headless run
+    except Cancelled as exc:
+        if token.cancelled:
+            raise KeyboardInterrupt from None  # our own token: a signal (StopOnSignal) cancelled the run
+        return report_failure(exc)  # cancelled elsewhere (the server's job was stopped there): say so, not "Ctrl+C"
     except Exception as exc:
         return report_failure(exc)
 

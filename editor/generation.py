@@ -173,10 +173,9 @@ class GenerationController(QObject):
         if task in self.engines:
             self.engineReady.emit(task, self.engines[task])
             return
-        if any(job.kind == JobKind.LOAD_ENGINE and job.data["task"] == task for job in self.runner.jobs):
-            return
-
         remote, token = self.settings.remote, self.settings["remote_token"]
+        if any(job.kind == JobKind.LOAD_ENGINE and job.data["task"] == task and job.data["remote"] == remote for job in self.runner.jobs):
+            return
 
         def work(context: JobContext) -> Engine:
             if remote:  # the engines run on a Sandcastle server: its spec, and each job, come over the network
@@ -196,7 +195,7 @@ class GenerationController(QObject):
                         demo_model(task, {"method": choice} if choice else {})
             return engine
 
-        self.runner.submit(JobKind.LOAD_ENGINE, work, task=task)
+        self.runner.submit(JobKind.LOAD_ENGINE, work, task=task, remote=remote)
 
     def forget_engines(self) -> None:
         """Drop the engines made so far (the device moved between this computer and a server); each task's
@@ -307,6 +306,9 @@ class GenerationController(QObject):
 
     def _on_finished(self, job: Job, result: Any) -> None:
         if job.kind == JobKind.LOAD_ENGINE:
+            if job.data["remote"] != self.settings.remote:  # made for the device the person has since left
+                self.load_engine(job.data["task"])
+                return
             self.engines[job.data["task"]] = result
             self.engineReady.emit(job.data["task"], result)
             self.deviceChanged.emit(self.device_summary())  # torch is imported by now, so this is cheap

@@ -298,6 +298,8 @@ class ModelsDialog(QDialog):
         for task, combo in self.task_combos.items():
             combo.blockSignals(True)
             combo.clear()
+            if self.remote:
+                combo.addItem("The server's default", "")  # what a job without a model name gets there
             for row in self._rows:
                 served = {t.split(" ")[0] for t in row["tasks"].split(", ")}  # "edit (img2img)" serves edit
                 if row.get("state", "").startswith("Cannot be used"):
@@ -305,7 +307,7 @@ class ModelsDialog(QDialog):
                 if task in served or row["tasks"] == "any":
                     combo.addItem(row["title"], row["name"])
             try:
-                current = self.settings.model_for(task) or default_model(task)
+                current = self.settings.model_for(task) or ("" if self.remote else default_model(task))
             except SandcastleError:
                 current = None
             index = combo.findData(current)

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "autosave_seconds": 60,
     "remote_url": "",  # the Sandcastle server (`sandcastle serve`) used when device is remote
     "remote_token": "",  # the token that server was started with, if any
+    "remote_task_models": {},  # task → a model name the server lists: the server's names are not this computer's
     "compile_unet": False,  # torch.compile the UNet: faster steps on a graphics card after a slow first run  # 0 turns the periodic autosave off (it still happens on exit)
 }
 
@@ -117,6 +118,7 @@ VALID = {
     "compile_unet": lambda v: isinstance(v, bool),
     "remote_url": lambda v: isinstance(v, str) and (v == "" or v.startswith(("http://", "https://"))),
     "remote_token": lambda v: isinstance(v, str) and len(v) <= 4096 and v.isprintable(),
+    "remote_task_models": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(m, str) for k, m in v.items()),
 }
 
 
@@ -183,14 +185,18 @@ class Settings:
             raise ValueError(f"{key} must be one of {CHOICES[key]}")
         self.data[key] = value
 
+    def _task_models(self) -> dict[str, str]:
+        """The per-task choices of where the engines run: this computer's, or the server's (whose names differ)."""
+        return self.data["remote_task_models" if self.remote else "task_models"]
+
     def model_for(self, task: str) -> str | None:
-        return self.data["task_models"].get(task)
+        return self._task_models().get(task)
 
     def set_model_for(self, task: str, model: str | None) -> None:
         if model:
-            self.data["task_models"][task] = model
+            self._task_models()[task] = model
         else:
-            self.data["task_models"].pop(task, None)
+            self._task_models().pop(task, None)
 
     def resolved(self, key: str) -> str | None:
         """A device/precision/memory choice for the engines: None where it is "auto" (and, for a remote

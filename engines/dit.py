@@ -124,6 +124,10 @@ def generate_crop(
     if crop.model_mask is not None:
         work_mask = Image.fromarray(np.where(imaging.resize(crop.model_mask, size, Image.BILINEAR) >= 128, 255, 0).astype(np.uint8))
 
+    # A fresh scheduler from the model's own config each run, as sd.generate_crop makes one: X0Capture wraps
+    # its `step`, and wrapping the cached pipeline's scheduler again every run would stack one wrapper per
+    # crop (an uncrop tile is one) until Python's recursion limit.
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     x0 = preview.X0Capture(pipe.scheduler)
     last = [time.perf_counter()]
     latent_format = preview.LATENT_FORMAT[kind]

@@ -146,7 +146,15 @@ class Job:
                     conn.send(view[start:start + SEND_CHUNK])
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server answered before taking the whole body (a refusal): read why
-            response = conn.getresponse()
+            # The server reads and checks the job (and may write a demo model) before it answers: allow it
+            # the silence limit, not the connect one, and let a cancel cut the wait short.
+            self.sock.settimeout(self.silence)
+            answered = threading.Event()
+            threading.Thread(target=self._close_on_cancel, args=(answered,), name="sandcastle-remote-cancel", daemon=True).start()
+            try:
+                response = conn.getresponse()
+            finally:
+                answered.set()
         except Cancelled:
             self.close()
             raise
@@ -165,6 +173,12 @@ class Job:
         if self.sock is not None:
             self.sock.settimeout(None)  # the reader blocks; silence is timed by `messages`, a cancel shuts the socket
         threading.Thread(target=self._read, args=(response,), name="sandcastle-remote-reader", daemon=True).start()
+
+    def _close_on_cancel(self, answered: threading.Event) -> None:
+        while not answered.wait(0.05):
+            if self.cancel.cancelled:
+                self.close()  # getresponse then fails, and open() says Cancelled
+                return
 
     def _read(self, response: http.client.HTTPResponse) -> None:
         try:

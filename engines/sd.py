@@ -97,8 +97,8 @@ def load_for(request: Request, purpose: str, default_model: str, on_step: StepCa
     device = models.pick_device(request.device)
     model = request.model or default_model
     dtype = models.pick_dtype(device, request.dtype)
-    if request.dtype is None and device.type == "cuda" and kinds.dit_kind(model, request.allow_pickle):
-        dtype = torch.bfloat16  # FLUX and Qwen-Image were trained in bfloat16; in float16 their activations overflow
+    if request.dtype is None and device.type in ("cuda", "mps") and kinds.dit_kind(model, request.allow_pickle):
+        dtype = torch.bfloat16  # FLUX and Qwen-Image were trained in bfloat16; in float16 their activations overflow (MPS has it from macOS 14)
     if on_step is not None and not models.is_loaded(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile):
         on_step(StepPreview(request.job_id, 0, 0, None, (0, 0, 0, 0), stage=f"Loading {Path(model).name if Path(model).exists() else model}…"))
     loaded = models.load_pipeline(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile)

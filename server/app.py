@@ -261,8 +261,20 @@ class SandcastleServer:
         for p in engine.spec.params:
             if PATH_PARAMS.search(p.name) and request.params.get(p.name):
                 raise InputError(f"{p.label} names a place on this computer; Sandcastle's server takes no paths from a job.")
+        self.check_result_size(request, engine)
         model, fetch = self.model_path(request, engine)
         return dataclasses.replace(request, model=model, device=None), fetch
+
+    def check_result_size(self, request: Request, engine) -> None:
+        """The picture a job makes is bounded like the ones it sends: uncrop grows it by what the job asks
+        (an 8×8 picture could otherwise ask for a gigapixel), every other task keeps its size."""
+        height, width = request.image.shape[:2]
+        if engine.spec.id == "uncrop":
+            values = engine.spec.values(request.params)
+            width, height = width + values["left"] + values["right"], height + values["top"] + values["bottom"]
+        limit = int(self.options.get("max_pixels", DEFAULT_MAX_PIXELS))
+        if width * height > limit:
+            raise InputError(f"The result would be {width}×{height} pixels; Sandcastle's server makes pictures up to {limit / 1e6:g} million pixels.")
 
     def model_path(self, request: Request, engine) -> tuple[str | None, str | None]:
         """(the model the engine gets, a hub model to download first or None)."""
@@ -509,8 +521,12 @@ def run_server(args) -> int:
             env[name] = os.environ[name]
     started_here = not args.address
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this process says what matters itself
+    # A local cluster started for a loopback server keeps Ray's own ports (GCS, raylet, object store: no
+    # authentication of their own) on loopback too; a server meant for the network should sit behind a
+    # firewall that lets through only --port.
+    local_only = {"_node_ip_address": "127.0.0.1"} if started_here and args.host in ("127.0.0.1", "localhost") else {}
     ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-             namespace="sandcastle", runtime_env={"env_vars": env})
+             namespace="sandcastle", runtime_env={"env_vars": env}, **local_only)
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
     try:

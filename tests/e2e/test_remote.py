@@ -318,6 +318,11 @@ def test_tokens_paths_and_sizes_are_refused(server, files):
         engine.check(too_big)  # here, from the limits the server told: nothing is sent
     with pytest.raises(InputError, match="at most 1,000,000 pixels"):
         engine.run(too_big, lambda s: None, CancelToken())  # and the server's own check, had it been sent anyway
+    # The picture a job makes is bounded too: a small one asking uncrop for a huge result is refused there.
+    uncrop = services.remote_engine("uncrop", server.url, TOKEN)
+    grow = Request(Task.UNCROP, np.zeros((64, 64, 3), np.uint8), steps=1, params={"right": 4000, "bottom": 4000})
+    with pytest.raises(InputError, match="result would be 4064×4064 pixels"):
+        uncrop.run(grow, lambda s: None, CancelToken())
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.putrequest("POST", "/run")
     conn.putheader("Authorization", f"Bearer {TOKEN}")

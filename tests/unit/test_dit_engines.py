@@ -187,3 +187,20 @@ def test_group_offloading_gives_the_same_picture(folders, picture):
                                           on_step=lambda step: None, cancel=CancelToken())[0])
     models.CACHE.clear()
     assert np.array_equal(*pictures)
+
+
+def test_many_runs_on_one_cached_pipeline_do_not_stack_scheduler_wrappers(folders, picture):
+    """Each run wraps a fresh scheduler's step (for the x0 preview): the cached pipeline's scheduler never
+    carries the wrappers of earlier runs (500 of them would reach Python's recursion limit)."""
+    models.CACHE.clear()
+    loaded = models.load_pipeline("inpaint", folders["flux-fill"], torch.device("cpu"), torch.float32)
+    mask = blob_mask(SIZE, SIZE, seed=1)
+    request = Request(task=Task.INPAINT, image=picture, mask=mask, prompt="a door", steps=1, seed=1, model=folders["flux-fill"],
+                      device="cpu", dtype="float32")
+    crop = Crop(model_image=picture, model_mask=mask, shown_under=picture, alpha=np.ones((SIZE, SIZE), np.float32), box=(0, 0, SIZE, SIZE))
+    for _ in range(3):
+        dit.generate_crop(loaded=loaded, request=request, params={"resolution": SIZE}, crop=crop, previewer=None,
+                          on_step=lambda step: None, cancel=CancelToken())
+        step = loaded.pipe.scheduler.step
+        assert step.__wrapped__.__func__ is type(loaded.pipe.scheduler).step  # one wrapper, around the scheduler's own step
+    models.CACHE.clear()

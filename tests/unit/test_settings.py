@@ -93,3 +93,20 @@ def test_logs_rotate_in_the_log_folder(tmp_path):
     for h in [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]:
         root.removeHandler(h)
         h.close()
+
+
+def test_a_servers_model_names_are_kept_apart_from_this_computers(tmp_path, monkeypatch):
+    """Device remote keeps its own per-task choices: a local folder is never sent to the server, and a
+    server's name never becomes this computer's model when the device comes back."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    from editor.settings import Settings
+
+    settings = Settings.load()
+    settings.set_model_for("inpaint", "/home/me/models/my-inpaint")
+    settings["device"], settings["remote_url"] = "remote", "http://gpu-box:8000"
+    assert settings.model_for("inpaint") is None
+    settings.set_model_for("inpaint", "demo-inpaint")
+    settings["device"] = "auto"
+    assert settings.model_for("inpaint") == "/home/me/models/my-inpaint"
+    settings["device"] = "remote"
+    assert settings.model_for("inpaint") == "demo-inpaint"
