@@ -521,9 +521,8 @@ def run_server(args) -> int:
             env[name] = os.environ[name]
     started_here = not args.address
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this process says what matters itself
-    # A local cluster started for a loopback server keeps Ray's own ports (GCS, raylet, object store: no
-    # authentication of their own) on loopback too; a server meant for the network should sit behind a
-    # firewall that lets through only --port.
+    # A local cluster started for a loopback server keeps Ray's own ports (GCS, raylet, object store) on
+    # loopback too; a server meant for the network should sit behind a firewall that lets through only --port.
     local_only = {"_node_ip_address": "127.0.0.1"} if started_here and args.host in ("127.0.0.1", "localhost") else {}
     ray.init(address=args.address or "local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              namespace="sandcastle", runtime_env={"env_vars": env}, **local_only)
