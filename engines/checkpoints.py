@@ -190,6 +190,7 @@ def tokenizer_files() -> tuple[Path, Path]:
 
 # ---- pickle-based checkpoints ----------------------------------------------------------------
 
+MAX_ARCHIVE_ENTRIES = 100_000  # the official DiffAE FFHQ-256 checkpoint has about 1,000; SDXL about 2,500 tensors
 INFLATION_LIMIT = 4  # a PyTorch zip checkpoint stores its tensors uncompressed: its contents are about its own size
 
 
@@ -203,10 +204,13 @@ def check_archive_size(path: str | Path) -> None:
         if not zipfile.is_zipfile(path):
             return  # the legacy format is not compressed
         with zipfile.ZipFile(path) as archive:
-            inflated = sum(member.file_size for member in archive.infolist())
+            members = archive.infolist()
+            inflated = sum(member.file_size for member in members)
     except (OSError, zipfile.BadZipFile) as exc:
         raise ModelUnavailable(f"{path.name} is not a readable checkpoint ({exc}).") from None
     size = path.stat().st_size
+    if len(members) > MAX_ARCHIVE_ENTRIES:  # each tensor's storage is one entry: millions of tiny ones cost memory per tensor
+        raise ModelUnavailable(f"{path.name} holds {len(members):,} entries; a checkpoint has at most a few thousand tensors, so it was refused.")
     if inflated > INFLATION_LIMIT * size + 64 * 1024 * 1024:
         raise ModelUnavailable(f"{path.name} is {size:,} bytes but would unpack to {inflated:,}; a real checkpoint stores its "
                                "weights uncompressed, so it was refused.")

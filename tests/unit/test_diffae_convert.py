@@ -168,6 +168,23 @@ def test_a_checkpoint_that_would_inflate_far_beyond_its_size_is_refused_before_r
         convert(bomb, tmp_path / "out.safetensors")
 
 
+def test_a_checkpoint_with_a_million_tiny_tensors_is_refused_before_reading(tmp_path, monkeypatch):
+    """The tensor count is bounded too: each storage is one archive entry, counted from the zip's
+    directory before anything is unpickled (the limit is lowered here so the file stays small)."""
+    import zipfile
+
+    from engines import checkpoints
+
+    monkeypatch.setattr(checkpoints, "MAX_ARCHIVE_ENTRIES", 500)
+    many = tmp_path / "many.ckpt"
+    with zipfile.ZipFile(many, "w") as archive:
+        for k in range(501):
+            archive.writestr(f"archive/data/{k}", b"\0" * 4)
+    with pytest.raises(InputError, match="holds 501 entries"):
+        convert(many, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_a_pickle_may_not_change_a_class_or_allocate_without_limit(tmp_path):
     """Beyond globals: BUILD on an allowed class (which would change it for the whole process) and
     bytearray(huge) (which would fill the memory) are refused too."""
