@@ -395,9 +395,9 @@ def log_failure() -> Path:
     """Write the current exception's traceback to Sandcastle's log folder; returns the file."""
     import traceback
 
-    import platformdirs
+    from engines.folders import log_folder
 
-    folder = Path(platformdirs.user_log_dir("sandcastle"))  # where the window logs too (Help → Open log folder)
+    folder = log_folder()  # where the window logs too (Help → Open log folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sandcastle-run.log"
     with open(path, "a", encoding="utf-8") as log:

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from engines.api import EngineSpec, ModelControls, ParamSpec
 
-GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 1.0, 20.0, 0.5
+GUIDANCE_STEP = 0.5  # the slider's notch; its range and meaning come from the model (set_model_controls)
 ASPECTS = (("Free", None), ("1:1", 1.0), ("4:3", 4 / 3), ("3:2", 1.5), ("16:9", 16 / 9), ("2:1", 2.0), ("3:4", 0.75), ("9:16", 9 / 16))
 MAX_SEED = 2**31 - 1
 PLACEHOLDERS = {  # what each task wants in its prompt
@@ -100,11 +100,8 @@ class GeneratePanel(QWidget):
 
         # Guidance: a slider for feel, a spin box for exact values; each follows the other.
         self.guidance = QSlider(Qt.Horizontal, objectName="guidanceScale")
-        self.guidance.setRange(int(GUIDANCE_MIN / GUIDANCE_STEP), int(GUIDANCE_MAX / GUIDANCE_STEP))
         self.guidance.setPageStep(2)
-        self.guidance.setToolTip("How strictly the result follows the prompt (classifier-free guidance scale).")
         self.guidance_value = QDoubleSpinBox(objectName="guidanceScaleValue")
-        self.guidance_value.setRange(GUIDANCE_MIN, GUIDANCE_MAX)
         self.guidance_value.setSingleStep(GUIDANCE_STEP)
         self.guidance_value.setDecimals(1)
         self.guidance.valueChanged.connect(lambda v: self.guidance_value.setValue(v * GUIDANCE_STEP))
@@ -125,7 +122,6 @@ class GeneratePanel(QWidget):
         self.steps = QSpinBox(objectName="steps")
         self.steps.setRange(1, 150)
         self.steps.setValue(25)
-        self.steps.setToolTip(STEPS_HELP)
         form.addRow("&Steps", self.steps)
         self.seed = QSpinBox(objectName="seed")
         self.seed.setRange(0, MAX_SEED)
@@ -170,7 +166,7 @@ class GeneratePanel(QWidget):
         layout.addWidget(self.engine_box)
         self.param_widgets: dict[str, QWidget] = {}
         self.spec: EngineSpec | None = None
-        self.model_controls = ModelControls()  # Stable Diffusion's until a model says otherwise
+        self.set_model_controls(ModelControls())  # Stable Diffusion's (guidance range and help, steps help) until a model says otherwise
 
         layout.addStretch(1)
         pinned = QVBoxLayout()

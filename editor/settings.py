@@ -18,6 +18,8 @@ from typing import Any
 
 import platformdirs
 
+from engines.services import log_folder as services_log_folder
+
 APP = "sandcastle"
 SCHEMA = 2
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def config_path() -> Path:
 
 
 def log_folder() -> Path:
-    return Path(platformdirs.user_log_dir(APP))
+    return services_log_folder()  # one place for the window's log and the command line's
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

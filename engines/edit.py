@@ -70,9 +70,10 @@ class EditEngine:
         image = request.image
         box, alpha, masked = imaging.working_region(image, request.mask, p["grow"], p["feather"], p["padding"])
         crop = imaging.crop(image, box)
-        extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         if loaded.family in TRANSFORMER_KINDS:
             extra = None  # the transformers see the picture as a reference: no image guidance, no strength
+        else:
+            extra = {"image_guidance_scale": p["image_guidance"]} if purpose == "instruct" else {"strength": request.strength}
         previewer = preview.previewer_for(p["preview"], latent_format(loaded), device, dtype)
 
         timings = Timings()

@@ -16,6 +16,13 @@ def user_data_folder() -> Path:
     return Path(platformdirs.user_data_dir("sandcastle"))
 
 
+def log_folder() -> Path:
+    """Sandcastle's folder in the platform's user log location: the window's log and the command line's failures."""
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("sandcastle"))
+
+
 def cache_folder() -> Path:
     """Sandcastle's folder in the platform's user cache location (demo models, compiled kernels)."""
     import platformdirs

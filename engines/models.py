@@ -365,6 +365,22 @@ def _set_up_memory(pipe: Any, memory: str | None, device: torch.device, family: 
     return mode
 
 
+def _local_location(source: ModelSource) -> str:
+    """Where a folder or hub model's files are on this computer (a hub id not installed stays as it is)."""
+    if source.kind == "hub":
+        return str(catalog.installed_path(source.location) or source.location)
+    return source.location
+
+
+def _unavailable(source: ModelSource, exc: Exception) -> ModelUnavailable:
+    """The one sentence for a model diffusers could not load: not downloaded (hub), or the first line of why."""
+    log.info("loading %s failed: %s", source.location, exc)
+    if source.kind == "hub":
+        return ModelUnavailable(sources.unavailable_message(source))
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelUnavailable(sources.unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300]))
+
+
 def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
     try:
         if source.kind == "file":
@@ -372,9 +388,7 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
         else:
             # AutoPipeline maps an ordinary text-to-image checkpoint to the pipeline for `purpose`
             # (for inpainting: latent blending with a 4-channel UNet).
-            location = source.location
-            if source.kind == "hub":
-                location = str(catalog.installed_path(source.location) or source.location)
+            location = _local_location(source)
             variant = "fp16" if _has_fp16_weights(Path(location)) else None
             pipe = _auto_class(purpose).from_pretrained(
                 location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, variant=variant,
@@ -383,11 +397,7 @@ def _load_fresh(purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
     except ModelUnavailable:
         raise
     except Exception as exc:  # missing files, not downloaded, a truncated or corrupt weight file, a wrong config
-        log.info("loading %s failed: %s", source.location, exc)
-        if source.kind == "hub":
-            raise ModelUnavailable(sources.unavailable_message(source)) from None
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelUnavailable(sources.unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
+        raise _unavailable(source, exc) from None
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # the editor shows what the person asked for; it does not censor their own photos
     pipe.set_progress_bar_config(disable=True)
@@ -525,9 +535,7 @@ def dit_pipeline_class(kind: str, purpose: str, label: str) -> Any:
 
 
 def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
-    location = source.location
-    if source.kind == "hub":
-        location = str(catalog.installed_path(source.location) or source.location)
+    location = _local_location(source)
     cls = dit_pipeline_class(kind, purpose, source.label)
     extra: dict[str, Any] = {}
     if kind == "qwen-edit" and not torchvision_available():
@@ -535,11 +543,7 @@ def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype) 
     try:
         pipe = cls.from_pretrained(location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, **extra)
     except Exception as exc:
-        log.info("loading %s failed: %s", source.location, exc)
-        if source.kind == "hub":
-            raise ModelUnavailable(sources.unavailable_message(source)) from None
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelUnavailable(sources.unavailable_message(source, re.sub(r"\x1b\[[0-9;]*m", "", reason)[:300])) from None
+        raise _unavailable(source, exc) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

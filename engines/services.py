@@ -199,6 +199,11 @@ def demo_model(task: str, params: dict[str, Any] | None = None) -> str:
 # ---- the person's own data ---------------------------------------------------------------------
 
 
+def log_folder() -> Path:
+    """Where the window and the command line write their logs."""
+    return folders.log_folder()
+
+
 def user_data_folder() -> Path:
     """Sandcastle's folder in the platform's user data location (own sliders, autosave)."""
     return folders.user_data_folder()

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from engines import registry, services, wire
+from engines.sources import HUB_ID  # the shape a hub id has, as the engines take it
 from engines.api import CancelToken, Cancelled, InputError, ModelUnavailable, Request, SandcastleError, StepPreview, default_model_for
 
 LOG = logging.getLogger("ray.serve.sandcastle")  # Serve's handlers and level: the replica's log file
@@ -48,7 +49,6 @@ APP_NAME = "sandcastle"
 HEARTBEAT_SECONDS = 2.0  # an "alive" line when nothing else was said this long (the client gives up after 60 s of silence)
 DEFAULT_MAX_BODY_MB = 512
 DEFAULT_MAX_PIXELS = 100_000_000  # 10k × 10k
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")  # the shape engines.sources takes for a hub id
 PATH_PARAMS = re.compile(r"(folder|path|file|dir)s?$")  # settings that name something on disk: a server takes none from a job
 
 # The demo models (--demo): the name a job uses, the task and parameters services.demo_model builds it
