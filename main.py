@@ -449,11 +449,15 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = (), cancel=None
     status = model_status(model, allow_pickle)
     if status.installed:
         return
+    hub_id = status.base or status.location  # a transformer file: its preset's other components
+    if status.kind == "file" and not status.base:
+        raise ModelUnavailable(status.unusable or f"{model} cannot be used.")
     if is_offline():
-        raise ModelUnavailable(sources.unavailable_message(sources.ModelSource("hub", status.location)))
+        raise ModelUnavailable(status.unusable if status.base else sources.unavailable_message(sources.ModelSource("hub", hub_id)))
     if status.access:
-        say(f"{status.location} is gated: if the download is refused, {status.access}")
-    say(f"downloading {status.location} ({status.licence or 'see its model page for the licence'})")
+        say(f"{hub_id} is gated: if the download is refused, {status.access}")
+    what = "its text encoder and VAE, " if status.base else ""
+    say(f"downloading {what}{hub_id} ({status.licence or 'see its model page for the licence'})")
     last = [0.0]
 
     def show(p) -> None:
@@ -461,7 +465,7 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = (), cancel=None
             last[0] = p.done_bytes
             say(f"  {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  {p.bytes_per_second / 1e6:.1f} MB/s")
 
-    download_model(status.location, status.components, show, cancel or CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
+    download_model(hub_id, status.components, show, cancel or CancelToken(), os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
 
 
 def serve(argv: list[str]) -> int:

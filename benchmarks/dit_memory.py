@@ -1,6 +1,7 @@
 """Peak graphics memory and steps per second of today's models in each memory mode, as Sandcastle
-sets them up (engines.models: off = all on the GPU, balanced = model CPU offload, lowest = group
-offloading), with the plain diffusers pipeline beside them.
+sets them up (engines.models: off = all on the GPU, balanced = model CPU offload, quantized = the
+transformer as an 8-bit Q8_0 copy with model CPU offload, lowest = group offloading; auto = what
+Sandcastle chooses from the free memory).
 
     python -m benchmarks.dit_memory --kind flux2-klein --size real --device cuda --modes off,balanced,lowest \
         [--vram-gb 12] [--side 1024] [--steps 4] --json FILE
@@ -20,9 +21,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
+
+PRIVATE = Path(tempfile.mkdtemp(prefix="sandcastle-dit-bench-"))
+for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+    os.environ[variable] = str(PRIVATE / variable.lower())  # never the person's own settings or cache (the 8-bit copies land here)
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def measure(kind: str, folder: str, mode: str, device: str, side: int, steps: int) -> dict:
@@ -77,7 +84,8 @@ def main() -> None:
     parser.add_argument("--kind", default="flux2-klein", choices=("flux2-klein", "qwen-edit", "flux-fill", "flux-kontext"))
     parser.add_argument("--size", default="tiny", choices=("tiny", "real"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--modes", default="off,balanced,lowest")
+    parser.add_argument("--modes", default="off,balanced,lowest", help="memory modes, comma-separated: off, balanced, "
+                        "quantized (the 8-bit transformer), lowest, auto (reports the mode it chose)")
     parser.add_argument("--vram-gb", type=float, help="cap PyTorch's allocations to this many GB (a smaller card)")
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=4)
@@ -89,8 +97,12 @@ def main() -> None:
     from engines.testing_dit import write_dit_model
 
     if args.device == "cuda" and args.vram_gb:
+        from engines import models
+
         total = torch.cuda.get_device_properties(0).total_memory / 1024**3
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_gb / total))
+        # The cap is PyTorch's, not the driver's: "auto" asks the driver what is free, so tell it the capped figure.
+        models._free_bytes = lambda device: int(args.vram_gb * 1024**3) - torch.cuda.memory_reserved(device)
     folder = Path(args.folder or tempfile.mkdtemp(prefix=f"sandcastle-{args.kind}-"))
     if not (folder / "model_index.json").is_file():
         started = time.perf_counter()

@@ -30,7 +30,7 @@ dit() {  # name, seconds, arguments…
   echo "== $name: python -m benchmarks.dit_memory $*"
   timeout "$limit" python3 -m benchmarks.dit_memory --size real --device cuda --side 1024 --json "$OUT/$name.json" "$@" 2>&1 | grep -v Warning | tee "$OUT/$name.log"
 }
-dit klein-whole 150 --kind flux2-klein --steps 4 --modes off,balanced,lowest --folder /tmp/sandcastle-klein
-dit klein-16gb 120 --kind flux2-klein --steps 4 --modes balanced,lowest --vram-gb 16 --folder /tmp/sandcastle-klein
-dit klein-12gb 120 --kind flux2-klein --steps 4 --modes balanced,lowest --vram-gb 12 --folder /tmp/sandcastle-klein
-dit qwen-24gb 300 --kind qwen-edit --steps 4 --modes off,lowest --vram-gb 24
+dit klein-whole 240 --kind flux2-klein --steps 4 --modes off,balanced,quantized,lowest --folder /tmp/sandcastle-klein
+dit klein-16gb 120 --kind flux2-klein --steps 4 --modes auto,balanced,lowest --vram-gb 16 --folder /tmp/sandcastle-klein
+dit klein-12gb 120 --kind flux2-klein --steps 4 --modes auto,quantized,lowest --vram-gb 12 --folder /tmp/sandcastle-klein
+dit qwen-24gb 300 --kind qwen-edit --steps 4 --modes auto,lowest --vram-gb 24

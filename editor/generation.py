@@ -491,21 +491,25 @@ class GenerationController(QObject):
             return False
         if status.installed:
             return True
-        if is_offline():
-            self.error.emit(
-                f"{status.title} is not on this computer and Sandcastle is offline. On a connected machine run "
-                f"hf download {status.location} and copy the Hugging Face cache (~/.cache/huggingface) here, "
-                "or choose a local copy in Tools → Models."
-            )
+        if status.kind == "file" and not status.base:
+            self.error.emit(status.unusable or f"{status.title} cannot be used.")
             return False
-        if status.location not in self.settings["asked_downloads"]:
+        hub_id = status.base or status.location  # a transformer file: its preset's text encoder and VAE
+        if is_offline():
+            self.error.emit(status.unusable if status.base else (
+                f"{status.title} is not on this computer and Sandcastle is offline. On a connected machine run "
+                f"hf download {hub_id} and copy the Hugging Face cache (~/.cache/huggingface) here, "
+                "or choose a local copy in Tools → Models."
+            ))
+            return False
+        if hub_id not in self.settings["asked_downloads"]:
             if not self.ask_download(status):
                 self.error.emit(f"{status.title} is needed to {task}; download it in Tools → Models when you are ready.")
                 return False
-            self.settings["asked_downloads"] = self.settings["asked_downloads"] + [status.location]
+            self.settings["asked_downloads"] = self.settings["asked_downloads"] + [hub_id]
             self.settings.save()
-        self._after_download = (status.location, then)
-        self.download(status.location, status.components)
+        self._after_download = (hub_id, then)
+        self.download(hub_id, status.components)
         return False
 
     def download(self, hub_id: str, components: tuple[str, ...]) -> bool:

@@ -186,11 +186,14 @@ class ModelsDialog(QDialog):
             return f"Unavailable: {exc}", "", row["name"]
         if row["hub_id"] and self.generation.downloading == row["hub_id"]:
             return "Downloading…", f"about {human_bytes(row['estimate'])}", ""
-        if status.unusable:
-            return f"Cannot be used: {status.unusable}", human_bytes(status.disk_bytes), status.path or ""
         if status.tasks:
             row["tasks"] = ", ".join(status.tasks)
             row["about"] = status.title
+        if status.base and not status.installed:  # a transformer file whose preset's text encoder and VAE are not here yet
+            return (f"Needs the text encoder and VAE of {status.base} (Generate offers to download them without its transformer)",
+                    human_bytes(status.disk_bytes), status.path or "")
+        if status.unusable:
+            return f"Cannot be used: {status.unusable}", human_bytes(status.disk_bytes), status.path or ""
         if status.installed:
             return "Installed", human_bytes(status.disk_bytes), status.path or ""
         if row.get("access"):
@@ -259,7 +262,7 @@ class ModelsDialog(QDialog):
             self.add_local(folder)
 
     def add_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint", "", "Checkpoints (*.safetensors *.ckpt *.bin *.pt *.pth)")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint", "", "Checkpoints and transformers (*.safetensors *.gguf *.ckpt *.bin *.pt *.pth)")
         if path:
             self.add_local(path)
 

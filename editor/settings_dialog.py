@@ -9,8 +9,10 @@ from editor.settings import CHOICES, Settings
 LABELS = {
     "device": ("Device", "auto: CUDA, then Apple MPS, then the CPU; remote: a Sandcastle server (sandcastle serve) on a GPU machine."),
     "precision": ("Precision", "auto: float16 on graphics cards, float32 on the CPU."),
-    "memory": ("Low-memory mode", "auto chooses from the free graphics memory: off (fastest), balanced (attention slicing and "
-                                  "VAE tiling), lowest (model CPU offload as well)."),
+    "memory": ("Low-memory mode", "auto chooses from the free graphics memory: off (fastest), balanced, lowest. Stable Diffusion: "
+                                  "balanced is attention slicing and VAE tiling, lowest adds model CPU offload. FLUX and Qwen: "
+                                  "balanced is model CPU offload, lowest is group offload, and auto may also run the transformer "
+                                  "8-bit (a Q8_0 copy made once)."),
 }
 
 

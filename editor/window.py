@@ -220,11 +220,13 @@ class MainWindow(QMainWindow):
     # ---- models and settings -------------------------------------------------------------------
 
     def ask_download(self, status: ModelStatus) -> bool:
-        size = human_bytes(status.download_bytes) if status.download_bytes else "unknown size"
+        size = f"about {human_bytes(status.download_bytes)}" if status.download_bytes else "size shown as it starts"
+        needed = (f"{status.title} runs with the text encoder and VAE of {status.base}, which are not on this computer yet "
+                  "(its own transformer is not downloaded)." if status.base else f"{status.title} is needed for this and is not on this computer yet.")
         answer = QMessageBox.question(
             self, "Download a model",
-            f"{status.title} is needed for this and is not on this computer yet.\n\nDownload: about {size}\n"
-            f"Licence: {status.licence or 'see the model page'}\nFrom: huggingface.co/{status.location}\n\n"
+            f"{needed}\n\nDownload: {size}\n"
+            f"Licence: {status.licence or 'see the model page'}\nFrom: huggingface.co/{status.base or status.location}\n\n"
             + (f"It is gated: first {status.access}.\n\n" if status.access else "")
             + "It is saved in the Hugging Face cache and works offline afterwards. Download it now?",
             QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Yes,

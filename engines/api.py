@@ -137,7 +137,7 @@ class Request:
     model: str | None = None  # hub id, local diffusers folder or single .safetensors; None = engine default
     device: str | None = None  # "cuda", "mps", "cpu"; None = pick the best available
     dtype: str | None = None  # "float16", "bfloat16", "float32"; None = the device's usual choice
-    memory: str | None = None  # low-memory mode "off", "balanced", "lowest"; None = chosen from free memory
+    memory: str | None = None  # low-memory mode "off", "balanced", "lowest" (FLUX and Qwen also "quantized"); None = chosen from free memory
     compile: bool = False  # torch.compile the UNet (static shapes: the working size snaps to a few buckets, each compiled on its first run)
     allow_pickle: tuple[str, ...] = ()  # pickle-based model files the person explicitly allowed
     params: dict[str, Any] = field(default_factory=dict)  # engine-specific, declared in its ParamSpecs
@@ -283,3 +283,4 @@ class ModelStatus:
     tasks: tuple[str, ...] = ()  # for a single checkpoint file: the tasks its model type serves
     unusable: str = ""  # for a file Sandcastle cannot use: one sentence saying what it is and what to do instead
     access: str = ""  # for a gated hub model: what to do before it downloads (accept the licence, log in)
+    base: str = ""  # for a transformer file: the hub model whose other components (`components`) it runs with

@@ -114,14 +114,38 @@ def installed_path(hub_id: str) -> Path | None:
         expected = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError):
         return None
-    return snapshot if all((snapshot / f).is_file() for f in expected) else None
+    if not all((snapshot / f).is_file() for f in expected):
+        return None
+    # A download of some components only (a transformer file's text encoder and VAE) is not the whole model.
+    return snapshot if complete_by_layout(snapshot) else None
 
 
-def complete_by_layout(snapshot: Path) -> bool:
+def installed_without(hub_id: str, component: str) -> Path | None:
+    """The local snapshot of a hub model that is complete but for `component`'s weights: a diffusers
+    repository fetched with `hf download <id> --exclude "<component>/*"`, whose other components serve a
+    transformer file the person has (or the whole model, which serves as well)."""
+    whole = installed_path(hub_id)
+    if whole is not None:
+        return whole
+    refs = repo_folder(hub_id) / "refs" / "main"
+    if not refs.is_file():
+        return None
+    snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
+    manifest = snapshot / ".sandcastle-complete.json"
+    try:
+        fetched = json.loads(manifest.read_text())["files"] if manifest.is_file() else []
+    except (ValueError, KeyError):
+        return None
+    if not all((snapshot / f).is_file() for f in fetched):
+        return None
+    return snapshot if complete_by_layout(snapshot, skip=(component,)) else None
+
+
+def complete_by_layout(snapshot: Path, skip: tuple[str, ...] = ()) -> bool:
     """Whether a snapshot folder holds a loadable model: every link reaches its blob (huggingface_hub
     links a file into the snapshot only once it is whole), and with a model_index.json every component
     the pipeline uses is there, models (a folder with config.json) with safetensors weights; without
-    one, a single model's config.json and weights."""
+    one, a single model's config.json and weights. Components in `skip` may be missing."""
     if not snapshot.is_dir():
         return False
     files = list(snapshot.rglob("*"))
@@ -139,7 +163,7 @@ def complete_by_layout(snapshot: Path) -> bool:
     except ValueError:
         return False
     for name, value in components.items():
-        if name.startswith("_") or name in UNUSED_COMPONENTS or not isinstance(value, list) or None in value:
+        if name.startswith("_") or name in UNUSED_COMPONENTS or name in skip or not isinstance(value, list) or None in value:
             continue
         folder = snapshot / name
         if not folder.is_dir() or not any(folder.iterdir()):
@@ -150,9 +174,11 @@ def complete_by_layout(snapshot: Path) -> bool:
 
 
 def disk_bytes(path: Path | None) -> int:
-    """Bytes a folder really occupies (symlinks into the blob store counted once)."""
+    """Bytes a folder (or a single weights file) really occupies (symlinks into the blob store counted once)."""
     if path is None or not path.exists():
         return 0
+    if path.is_file():
+        return path.stat().st_size
     seen, total = set(), 0
     for f in path.rglob("*"):
         if f.is_file():

@@ -6,6 +6,12 @@ so Sandcastle pairs it with a configuration-only diffusers folder it ships for e
 (resources/checkpoints/<type>/, written by tools/make_checkpoint_configs.py): nothing is fetched
 from the hub, online or off.
 
+They own diffusion transformers the same way: the transformer alone, as Black Forest Labs publish
+FLUX (`flux-2-klein-4b.safetensors`, `flux1-fill-dev.safetensors`), as ComfyUI splits Qwen-Image-Edit,
+or quantized as a `.gguf` file (Q8_0, Q4_K…, the llama.cpp formats city96 and others publish). The
+transformer's configuration is shipped (resources/transformers/<kind>/, tools/make_transformer_configs.py)
+with its size read from the file's shapes; the text encoder and VAE come from the kind's preset.
+
 The model type is the name diffusers' `infer_diffusers_model_type` gives; the loader (engines.models)
 asks diffusers itself. `model_type` here answers the same question from the header, without torch,
 for the Models dialog and for refusing a file before anything loads; a test holds the two together
@@ -14,6 +20,7 @@ on every real layout in tests/data/single_file.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from pathlib import Path
 from engines.api import ModelUnavailable
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # real headers are a few hundred KB; anything larger is damaged or hostile
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".gguf")
 
 
 def read_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -62,6 +70,41 @@ def read_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return tensors
 
 
+def read_gguf_header(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Every tensor of a .gguf file: name → (storage type, e.g. "Q8_0" or "F32", logical shape in
+    PyTorch's order). gguf-py maps the file and reads its tables only. Raises ModelUnavailable with one
+    sentence when the file is not a whole GGUF file."""
+    path = Path(path)
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ModelUnavailable(f"{path.name} is a GGUF file; reading it needs the gguf package (pip install gguf).") from None
+    try:
+        reader = GGUFReader(str(path))
+        # GGUF lists dimensions fastest-varying first (ggml's order); PyTorch's is the reverse.
+        return {t.name: (t.tensor_type.name, tuple(int(n) for n in reversed(t.shape.tolist()))) for t in reader.tensors}
+    except Exception as exc:  # gguf-py raises ValueError, KeyError, struct and numpy errors on damaged or cut files
+        raise ModelUnavailable(f"{path.name} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _shapes(path: str, size: int, modified_ns: int) -> dict[str, tuple[int, ...]]:
+    read = read_gguf_header if path.lower().endswith(".gguf") else read_header
+    return {name: shape for name, (_, shape) in read(path).items()}
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a .safetensors or .gguf file, from its header. Kept while the file is
+    unchanged: choosing a model, listing its controls and loading it each ask, and a 20 GB GGUF
+    file's tables take a moment to walk."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelUnavailable(f"{path.name} cannot be read ({exc.strerror or exc}).") from None
+    return _shapes(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 # ---- model types ------------------------------------------------------------------------------
 
 # The keys diffusers tells model types apart by (diffusers.loaders.single_file_utils.CHECKPOINT_KEY_NAMES).
@@ -95,8 +138,9 @@ def model_type(shapes: dict[str, tuple[int, ...]]) -> str:
         return "upscale"
     if has("control_model.time_embed.0.weight") or has("controlnet_cond_embedding.conv_in.weight"):
         return "controlnet"
-    if any(k.endswith("double_blocks.0.img_attn.norm.key_norm.scale") for k in shapes):
-        return "flux"
+    transformer = transformer_type(shapes)
+    if transformer:
+        return transformer
     if any(k.endswith("joint_blocks.0.context_block.adaLN_modulation.1.bias") for k in shapes):
         return "sd3"
     if has(CONV_IN, 2) and shapes[CONV_IN][1] == 8:
@@ -111,6 +155,68 @@ def model_type(shapes: dict[str, tuple[int, ...]]) -> str:
     return "unknown"
 
 
+# ---- diffusion transformers -------------------------------------------------------------------
+
+COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's whole-model files keep the transformer under this prefix
+# FLUX.2 transformers by the width of the text features they read (txt_in): Qwen3-4B's, Qwen3-8B's and
+# Mistral Small 3.1's three stacked hidden layers. Only [klein] 4B has a preset (its text encoder).
+FLUX2_TEXT_WIDTHS = {7680: "FLUX.2 [klein] 4B", 12288: "FLUX.2 [klein] 9B", 15360: "FLUX.2 [dev]"}
+FLUX1_FILL_CHANNELS, FLUX1_CHANNELS = 384, 64  # img_in: Fill adds the masked picture and the mask to the 64 latent channels
+
+
+def transformer_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The transformer's own tensors, without ComfyUI's prefix (a whole-model file keeps its text
+    encoders and VAE beside them, which are dropped)."""
+    if any(k.startswith(COMFY_PREFIX) for k in shapes):
+        return {k[len(COMFY_PREFIX):]: v for k, v in shapes.items() if k.startswith(COMFY_PREFIX)}
+    return shapes
+
+
+def transformer_type(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """"flux2" (FLUX.2 [klein] 4B), "flux2-other", "flux-fill", "flux-kontext", "flux" (another FLUX.1
+    variant) or "qwen-image" for a diffusion transformer, by the keys diffusers tells them apart by
+    (CHECKPOINT_KEY_NAMES) and the input widths; None for anything else.
+
+    A FLUX.1 Kontext [dev] transformer has exactly the shapes of FLUX.1 [dev]'s, and Qwen-Image-Edit's
+    those of Qwen-Image: the files do not say which they are, so 64 input channels are taken as
+    Kontext and a Qwen-Image transformer as the Edit model, the only ones Sandcastle runs."""
+    plain = transformer_tensors(shapes)
+    if "single_stream_modulation.lin.weight" in plain:
+        width = plain.get("txt_in.weight", (0, 0))[-1]
+        return "flux2-other" if width in FLUX2_TEXT_WIDTHS and FLUX2_TEXT_WIDTHS[width] != "FLUX.2 [klein] 4B" else "flux2"
+    if "double_blocks.0.img_attn.norm.key_norm.scale" in plain:
+        channels = plain.get("img_in.weight", (0, 0))[-1]
+        return {FLUX1_FILL_CHANNELS: "flux-fill", FLUX1_CHANNELS: "flux-kontext"}.get(channels, "flux")
+    if "txt_norm.weight" in plain and "transformer_blocks.0.img_mod.1.weight" in plain:
+        return "qwen-image"
+    return None
+
+
+def _blocks(plain: dict[str, tuple[int, ...]], prefix: str) -> int:
+    return len({k.split(".")[1] for k in plain if k.startswith(prefix + ".")})
+
+
+def transformer_structure(model_type: str, shapes: dict[str, tuple[int, ...]], head_dim: int, patch_size: int = 1) -> dict:
+    """The size of a transformer file's model, read from its shapes: the configuration entries that
+    differ between sizes of one architecture (depth, width, input widths). The shipped configuration
+    gives the rest (position encoding, head width, patch size)."""
+    plain = transformer_tensors(shapes)
+    width, channels = plain["img_in.weight"]
+    structure = dict(num_attention_heads=width // head_dim, in_channels=channels, joint_attention_dim=plain["txt_in.weight"][-1])
+    if model_type == "qwen-image":
+        return dict(structure, num_layers=_blocks(plain, "transformer_blocks"),
+                    out_channels=plain["proj_out.weight"][0] // (patch_size * patch_size))
+    structure.update(num_layers=_blocks(plain, "double_blocks"), num_single_layers=_blocks(plain, "single_blocks"),
+                     guidance_embeds="guidance_in.in_layer.weight" in plain)
+    if model_type == "flux2":
+        # FLUX.2's feed-forward is a SwiGLU: its first layer gives twice the hidden width.
+        return dict(structure, mlp_ratio=plain["double_blocks.0.img_mlp.0.weight"][0] / 2 / width,
+                    timestep_guidance_channels=plain["time_in.in_layer.weight"][-1])
+    out_channels = plain["final_layer.linear.weight"][0] // (patch_size * patch_size)
+    return dict(structure, out_channels=None if out_channels == channels else out_channels,  # as the released configs say it
+                pooled_projection_dim=plain["vector_in.in_layer.weight"][-1])
+
+
 @dataclass(frozen=True)
 class CheckpointKind:
     """A model type, and what Sandcastle does with it: the pipeline purposes it serves (see
@@ -121,6 +227,7 @@ class CheckpointKind:
     purposes: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     instead: str = ""  # for a file that cannot be used: what the person can do instead
+    transformer: str = ""  # for a diffusion transformer file: its kind (engines.kinds.DIT_KINDS' values)
 
     @property
     def usable(self) -> bool:
@@ -143,19 +250,34 @@ KINDS = {
         CheckpointKind("playground-v2-5", "Playground v2.5", instead="use an SDXL checkpoint, or a diffusers folder of it"),
         CheckpointKind("upscale", "the SD x4 upscaler", instead="it only enlarges pictures; choose an SD 1.x, 2.x or SDXL checkpoint"),
         CheckpointKind("controlnet", "a ControlNet", instead="a ControlNet steers another model and cannot paint alone; choose an SD checkpoint"),
-        CheckpointKind("flux", "a FLUX.1 checkpoint", instead="FLUX single files are not supported; use a diffusers folder of the model"),
+        CheckpointKind("flux2", "FLUX.2 [klein] transformer", ("inpaint", "instruct"), ("inpaint", "uncrop", "edit", "colorize"),
+                       transformer="flux2-klein"),
+        CheckpointKind("qwen-image", "Qwen-Image-Edit transformer", ("inpaint", "instruct"), ("inpaint", "uncrop", "edit", "colorize"),
+                       transformer="qwen-edit"),
+        CheckpointKind("flux-fill", "FLUX.1 Fill [dev] transformer", ("inpaint",), ("inpaint", "uncrop"), transformer="flux-fill"),
+        CheckpointKind("flux-kontext", "FLUX.1 Kontext [dev] transformer", ("inpaint", "instruct"), ("inpaint", "uncrop", "edit", "colorize"),
+                       transformer="flux-kontext"),
+        CheckpointKind("flux2-other", "a FLUX.2 [klein] 9B or [dev] transformer",
+                       instead="Sandcastle runs FLUX.2 [klein] 4B, whose text encoder does not fit this one; choose a [klein] 4B file"),
+        CheckpointKind("flux", "a FLUX.1 Depth, Canny or other variant",
+                       instead="Sandcastle runs FLUX.1 Fill and Kontext; choose one of those (or FLUX.2 [klein])"),
         CheckpointKind("sd3", "a Stable Diffusion 3 checkpoint", instead="SD 3 is not supported; choose an SD 1.x, 2.x or SDXL checkpoint"),
         CheckpointKind("lora", "a LoRA", instead="a LoRA adds to a model and cannot paint alone; choose a whole SD checkpoint"),
         CheckpointKind("vae", "a VAE only", instead="it holds no diffusion model; choose a whole SD checkpoint"),
-        CheckpointKind("unknown", "not a checkpoint Sandcastle knows", instead="choose an SD 1.x, 2.x or SDXL .safetensors checkpoint"),
+        CheckpointKind("unknown", "not a checkpoint Sandcastle knows", instead="choose an SD 1.x, 2.x or SDXL .safetensors checkpoint, or a FLUX.2 [klein] 4B, "
+                       "FLUX.1 Fill or Kontext, or Qwen-Image-Edit transformer (.safetensors or .gguf)"),
     )
 }
 
 
 def describe(path: str | Path) -> CheckpointKind:
-    """The kind of a single .safetensors checkpoint, from its header."""
-    shapes = {name: shape for name, (_, shape) in read_header(path).items()}
-    return KINDS.get(model_type(shapes), KINDS["unknown"])
+    """The kind of a single .safetensors or .gguf file, from its header. A GGUF file is only ever a
+    diffusion transformer here (Stable Diffusion has no GGUF loader in diffusers)."""
+    shapes = tensor_shapes(path)
+    kind = KINDS.get(model_type(shapes), KINDS["unknown"])
+    if Path(path).suffix.lower() == ".gguf" and not kind.transformer and kind.usable:
+        return KINDS["unknown"]
+    return kind
 
 
 PURPOSE_WORDS = {"inpaint": "inpainting and uncropping", "img2img": "img2img edits and colorizing", "instruct": "instruction edits"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engines import catalog, sources
+from engines import catalog, checkpoints, sources
 from engines.api import ModelControls, ModelUnavailable
 
 # A folder's kind, from the pipeline its model_index.json names (any class of the family: a folder
@@ -33,16 +33,27 @@ DIT_TITLES = {"flux2-klein": "FLUX.2 [klein]", "qwen-edit": "Qwen-Image-Edit", "
 DIT_NATIVE = 1024  # all four were trained at about one megapixel
 
 
+# The preset whose text encoder, VAE and scheduler run a transformer file of each kind.
+BASE_PRESETS = {"flux2-klein": "flux2-klein-4b", "qwen-edit": "qwen-image-edit-2511", "flux-fill": "flux1-fill-dev",
+                "flux-kontext": "flux1-kontext-dev"}
+
+
 def dit_kind(model: str, allow_pickle: tuple[str, ...] = ()) -> str | None:
     """"flux2-klein", "qwen-edit", "flux-fill" or "flux-kontext" when `model` is a diffusers folder (or
-    an installed hub model, or a preset) of one of those pipelines; None for Stable Diffusion and for
-    what is not on this computer. Reads one small JSON file, no weights."""
+    an installed hub model, or a preset) of one of those pipelines, or a transformer file of one; None
+    for Stable Diffusion and for what is not on this computer. Reads one small JSON file or a file's
+    header (kept while the file is unchanged), no weights."""
     try:
         source = sources.resolve_source(model, allow_pickle)
     except ModelUnavailable:
         return None
     if source.kind == "file":
-        return None
+        if Path(source.location).suffix.lower() not in checkpoints.WEIGHT_FILE_SUFFIXES:
+            return None
+        try:
+            return checkpoints.describe(source.location).transformer or None
+        except ModelUnavailable:
+            return None
     folder = Path(source.location) if source.kind == "folder" else catalog.installed_path(source.location)
     if folder is None:
         for preset in sources.presets():
@@ -75,6 +86,20 @@ CONTROLS = {
                   "negative prompt, and pushes away from the second. Qwen use 4.", 1.0, 10.0),
         negative=True, scheduler=False, steps_help="Qwen-Image-Edit: Qwen use 40 steps."),
 }
+
+
+def transformer_base(kind: str, file_name: str) -> Path:
+    """The installed preset folder whose other components run a `kind` transformer file (the preset
+    downloaded whole, or without its transformer); ModelUnavailable saying how to get it otherwise."""
+    preset = sources.preset(BASE_PRESETS[kind])
+    folder = catalog.installed_without(preset.hub_id, "transformer")
+    if folder is not None:
+        return folder
+    access = f" ({preset.access_steps()})" if preset.gated else ""
+    raise ModelUnavailable(
+        f"{file_name} is a {DIT_TITLES[kind]} transformer; its text encoder and VAE come from {preset.title} ({preset.hub_id}), "
+        f"which are not on this computer: Sandcastle downloads them when online (not the preset's own transformer), or run "
+        f"`hf download {preset.hub_id} --exclude \"transformer/*\"`{access}.")
 
 
 def controls_for(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelControls:

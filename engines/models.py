@@ -8,6 +8,7 @@ safetensors only; pickle-based files are refused unless the person allowed that 
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
@@ -76,6 +77,7 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
 
 PURPOSES = ("inpaint", "img2img", "instruct")
 MEMORY_MODES = ("off", "balanced", "lowest")
+DIT_MEMORY_MODES = MEMORY_MODES + ("quantized",)  # FLUX and Qwen models only: see choose_dit_memory_mode
 GIB = 1024**3
 
 
@@ -196,7 +198,7 @@ def choose_memory_mode(requested: str | None, device: torch.device, model_bytes:
         return requested
     if device.type != "cuda" or free_bytes is None:
         return "off"
-    working = {"sd": 2, "sdxl": 4}.get(family, 6) * GIB  # diffusion transformers at a megapixel: ~6 GB of activations and VAE
+    working = {"sd": 2, "sdxl": 4}[family] * GIB  # (diffusion transformers: choose_dit_memory_mode)
     if free_bytes >= model_bytes + working * 1.5:
         return "off"
     if free_bytes >= model_bytes + working * 0.5:
@@ -321,7 +323,8 @@ def load_pipeline(
         mode = sibling.memory
     else:
         pipe = _load_fresh(purpose, source, dtype)
-        mode = _set_up_memory(pipe, memory, device, _family_of(pipe), source, _apply_memory_mode)
+        mode = choose_memory_mode(memory, device, sum(module_bytes(pipe).values()), _free_bytes(device), _family_of(pipe))
+        _set_up_memory(pipe, mode, device, source, _apply_memory_mode)
         _tune_for_speed(pipe, device, compile)
     if purpose == "inpaint" and not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
         raise ModelUnavailable(f"{source.label} is a {type(pipe).__name__}; inpainting needs a Stable Diffusion 1.x, 2.x or SDXL model.")
@@ -339,7 +342,8 @@ def load_pipeline(
 
 def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.device, dtype: torch.dtype, memory: str | None) -> LoadedPipeline:
     """A diffusion-transformer pipeline for `purpose`: from a loaded sibling's modules when the same
-    model serves another task already, else read from disk and set up for the memory mode."""
+    model serves another task already, else read from disk and set up for the memory mode (for
+    "quantized", with its transformer swapped for an 8-bit copy first)."""
     sibling = CACHE.sibling(source, str(device), str(dtype), memory or "auto", False)
     if sibling is not None:
         pipe = dit_pipeline_class(kind, purpose, source.label).from_pipe(sibling.pipe)
@@ -347,22 +351,151 @@ def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.de
         mode = sibling.memory
     else:
         pipe = _load_dit(kind, purpose, source, dtype)
-        mode = _set_up_memory(pipe, memory, device, kind, source, _apply_dit_memory_mode)
+        eight_bit = q8_0_bytes(pipe.transformer) if source.kind != "file" and not is_quantized(pipe.transformer) else None
+        mode = choose_dit_memory_mode(memory, device, component_bytes(pipe), _free_bytes(device), eight_bit)
+        if mode == "quantized":
+            pipe.transformer = quantized_transformer(pipe.transformer, source, dtype)
+        _set_up_memory(pipe, mode, device, source, _apply_dit_memory_mode)
     return LoadedPipeline(pipe=pipe, family=kind, native=kinds.DIT_NATIVE, unet_channels=0, source=source, memory=mode, device=str(device))
 
 
-def _set_up_memory(pipe: Any, memory: str | None, device: torch.device, family: str, source: ModelSource, apply) -> str:
-    """Choose the memory mode (the person's, or for auto what the free graphics memory allows), set the
-    freshly loaded pipeline up with `apply`, and return the mode."""
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    mode = choose_memory_mode(memory, device, sum(module_bytes(pipe).values()), free, family)
+def _free_bytes(device: torch.device) -> int | None:
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
+def _set_up_memory(pipe: Any, mode: str, device: torch.device, source: ModelSource, apply) -> None:
+    """Set a freshly loaded pipeline up for the memory `mode` with `apply`."""
     try:
         apply(pipe, mode, device)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise OutOfMemory(f"{source.label} does not fit in the graphics memory: set Low-memory mode to lowest in Settings.") from None
         raise
-    return mode
+
+
+# What a diffusion transformer needs besides its weights, at a megapixel: its activations (FLUX.2
+# [klein] at 1024² with a reference picture attends over about 8,700 tokens) and the VAE decode; and
+# what a text encoder needs for a prompt. Estimates, generous; the GPU table (benchmarks/gpu_table.sh)
+# is where they are to be checked against peak memory.
+DIT_WORKING = 6 * GIB
+TEXT_WORKING = 1 * GIB
+
+
+def component_bytes(pipe: Any) -> dict[str, int]:
+    """Parameter and buffer bytes of each model component of a pipeline, by its name."""
+    sizes = {}
+    for name, component in getattr(pipe, "components", {}).items():
+        if isinstance(component, torch.nn.Module):
+            sizes[name] = sum(t.numel() * t.element_size() for t in list(component.parameters()) + list(component.buffers()))
+    return sizes
+
+
+def choose_dit_memory_mode(requested: str | None, device: torch.device, components: dict[str, int], free_bytes: int | None,
+                           eight_bit: int | None) -> str:
+    """The memory mode for a diffusion transformer: the person's choice, or for "auto" the fastest
+    that fits the free graphics memory. In order: "off" (every component on the GPU); "balanced"
+    (model CPU offload: one component at a time, so the largest must fit with its working memory);
+    "quantized" (the transformer as 8-bit Q8_0, about half its bfloat16 bytes, with model CPU
+    offload: FLUX.2 [klein] 4B's 7.75 GB transformer becomes 4.1 GB, which a 12 GB card holds with
+    room to work); "lowest" (group offload: layers stream in as they run; fits almost anything, slowest).
+    `eight_bit` is the transformer's size as Q8_0, None when it cannot be quantized (a transformer read
+    from a GGUF file is counted at its quantized size already)."""
+    if requested and requested != "auto":
+        if requested not in DIT_MEMORY_MODES:
+            raise InputError(f"Low-memory mode must be auto, {', '.join(DIT_MEMORY_MODES)}; not {requested!r}.")
+        if requested == "quantized" and eight_bit is None:
+            raise InputError("Low-memory mode quantized makes an 8-bit copy of a diffusers model's transformer; this model's "
+                             "transformer is a single file (already quantized if it is a GGUF file): choose another mode.")
+        return requested
+    if device.type != "cuda" or free_bytes is None:
+        return "off"
+    transformer = components.get("transformer", 0)
+    others = max((size for name, size in components.items() if name != "transformer"), default=0)
+    if free_bytes >= sum(components.values()) + DIT_WORKING:
+        return "off"
+    if free_bytes >= max(transformer + DIT_WORKING, others + TEXT_WORKING):
+        return "balanced"
+    if eight_bit is not None and free_bytes >= max(eight_bit + DIT_WORKING, others + TEXT_WORKING):
+        return "quantized"
+    return "lowest"
+
+
+def _q8_0_blocks(tensor: torch.Tensor) -> bool:
+    """Whether write_q8_0 stores a tensor as Q8_0: a 2-D weight whose rows divide into 32-weight blocks."""
+    return tensor.ndim == 2 and tensor.shape[1] % 32 == 0
+
+
+def q8_0_bytes(module: Any) -> int:
+    """The size of `module`'s weights as write_q8_0 writes them (34 bytes per 32 weights, the rest float32)."""
+    return sum(int(t.numel() * 34 // 32) if _q8_0_blocks(t) else t.numel() * 4 for t in module.state_dict().values())
+
+
+def is_quantized(module: Any) -> bool:
+    """Whether a module holds GGUF-quantized weights (read from a .gguf file)."""
+    return any(type(p).__name__ == "GGUFParameter" for p in module.parameters())
+
+
+def quantized_transformer(transformer: Any, source: ModelSource, dtype: torch.dtype) -> Any:
+    """`transformer` as Q8_0, through diffusers' GGUF support: each layer keeps its 8-bit weights and
+    dequantizes them to `dtype` as it runs. The 8-bit copy is written once to the cache folder (for
+    FLUX.2 [klein] 4B about a minute of quantizing on the CPU) and read from there afterwards."""
+    import diffusers
+
+    path = _quantized_copy_path(source)
+    if not path.is_file():
+        write_q8_0(transformer, path)
+    folder = Path(_local_location(source))
+    log.info("running %s's transformer 8-bit (Q8_0) from %s", source.label, path)
+    return type(transformer).from_single_file(str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype,
+                                              quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
+                                              local_files_only=True)
+
+
+def _quantized_copy_path(source: ModelSource) -> Path:
+    """Where the 8-bit copy of a model's transformer is kept: named by the model and by what its weights
+    are (the folder's snapshot, or a local folder's weight files' sizes and times), so a changed model
+    is quantized afresh."""
+    import hashlib
+
+    folder = Path(_local_location(source)) / "transformer"
+    identity = [str(folder.resolve())]
+    for file in sorted(folder.glob("*.safetensors")):
+        stat = file.stat()
+        identity.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    name = re.sub(r"[^\w.-]+", "-", source.label)[:60]
+    return cache_folder() / "quantized" / f"{name}-{digest}.Q8_0.gguf"
+
+
+def write_q8_0(module: Any, path: Path) -> None:
+    """Write a module's weights as a GGUF file with diffusers' own names (which from_single_file loads
+    without conversion): Q8_0 for 2-D weights whose rows divide into 32-weight blocks, as llama.cpp's
+    converter and city96's files do, float32 for the rest (norms, biases; a few MB). Streamed tensor by
+    tensor, and written under a temporary name so an interrupted write is never taken for a copy."""
+    import gguf
+    import numpy as np
+
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    block, block_bytes = gguf.GGML_QUANT_SIZES[q8]
+    state = module.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), arch="sandcastle-q8")
+    quantize = {name: _q8_0_blocks(t) for name, t in state.items()}
+    for name, tensor in state.items():
+        if quantize[name]:
+            rows, columns = tensor.shape
+            writer.add_tensor_info(name, (rows, columns // block * block_bytes), np.dtype(np.uint8), rows * columns // block * block_bytes, q8)
+        else:
+            writer.add_tensor_info(name, tuple(tensor.shape), np.dtype(np.float32), tensor.numel() * 4)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for name, tensor in state.items():
+        array = tensor.detach().to("cpu", torch.float32).numpy()
+        writer.write_tensor_data(gguf.quants.quantize(array, q8) if quantize[name] else array)
+    writer.close()
+    os.replace(partial, path)
 
 
 def _local_location(source: ModelSource) -> str:
@@ -535,29 +668,101 @@ def dit_pipeline_class(kind: str, purpose: str, label: str) -> Any:
 
 
 def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
-    location = _local_location(source)
+    """A diffusers folder (or installed hub model) of `kind`; or a transformer file, with the other
+    components from the kind's preset (engines.kinds.transformer_base)."""
     cls = dit_pipeline_class(kind, purpose, source.label)
     extra: dict[str, Any] = {}
-    if kind == "qwen-edit" and not torchvision_available():
-        extra["processor"] = load_qwen_vl_processor(Path(location) / "processor")
+    if source.kind == "file":
+        location = str(kinds.transformer_base(kind, source.label))
+    else:
+        location = _local_location(source)
     try:
+        if source.kind == "file":
+            extra["transformer"] = load_transformer_file(kind, Path(source.location), dtype, Path(location))
+        if kind == "qwen-edit" and not torchvision_available():
+            extra["processor"] = load_qwen_vl_processor(Path(location) / "processor")
         pipe = cls.from_pretrained(location, torch_dtype=dtype, use_safetensors=True, local_files_only=True, **extra)
-    except Exception as exc:
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # a missing component or processor, a damaged file, a wrong config
         raise _unavailable(source, exc) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TRANSFORMER_CLASSES = {"flux2-klein": "Flux2Transformer2DModel", "qwen-edit": "QwenImageTransformer2DModel",
+                       "flux-fill": "FluxTransformer2DModel", "flux-kontext": "FluxTransformer2DModel"}
+
+
+def transformer_config_folder(kind: str) -> Path:
+    """The shipped configuration a `kind` transformer file is built with (tools/make_transformer_configs.py)."""
+    return Path(str(importlib.resources.files("resources").joinpath("transformers", kind)))
+
+
+def text_width(kind: str, base: Path) -> int | None:
+    """The width of the text features the base's text encoder hands the transformer (its
+    joint_attention_dim), from the encoder's config: FLUX.2 [klein] stacks three Qwen3 hidden layers;
+    Qwen-Image-Edit reads Qwen2.5-VL's last one; FLUX.1 reads T5's. None when it cannot be read."""
+    folder = base / ("text_encoder_2" if kind in ("flux-fill", "flux-kontext") else "text_encoder")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if kind == "flux2-klein":
+        return 3 * int(config["hidden_size"])
+    if kind == "qwen-edit":  # transformers 5 keeps the language model's settings in text_config
+        width = config.get("text_config", {}).get("hidden_size") or config.get("hidden_size")
+        return int(width) if width else None
+    return int(config["d_model"])
+
+
+def load_transformer_file(kind: str, path: Path, dtype: torch.dtype, base: Path | None = None) -> Any:
+    """A diffusion transformer from one .safetensors or .gguf file, offline.
+
+    diffusers' `from_single_file` converts the original layout (Black Forest Labs' key names, ComfyUI's
+    prefix) and, for GGUF, keeps the quantized weights as they are (GGUFQuantizationConfig: each layer
+    dequantizes its weight to `dtype` as it runs). Without a `config` it would guess the model from the
+    keys, and for these files it guesses wrong (FLUX.2 [dev] for a [klein] file, Stable Diffusion for
+    Qwen-Image), and fetch that configuration from the hub; so the shipped configuration is given,
+    with the file's own depth and widths. A file whose text width does not match the base's text
+    encoder is refused here, before a step fails on mismatched shapes."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+    shapes = checkpoints.tensor_shapes(path)
+    model_type = checkpoints.model_type(shapes)
+    config_folder = transformer_config_folder(kind)
+    config = json.loads((config_folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+    structure = checkpoints.transformer_structure(model_type, shapes, int(config["attention_head_dim"]), int(config["patch_size"]))
+    expected = text_width(kind, base) if base is not None else None
+    if expected is not None and structure["joint_attention_dim"] != expected:
+        title = sources.preset(kinds.BASE_PRESETS[kind]).title
+        raise ModelUnavailable(f"{path.name} reads {structure['joint_attention_dim']}-wide text features, but {title}'s text encoder "
+                               f"gives {expected}: it is another size of {kinds.DIT_TITLES[kind]} than the one Sandcastle runs.")
+    checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
+    if any(name.startswith(checkpoints.COMFY_PREFIX) for name in checkpoint):
+        # A whole-model file: only the transformer's tensors, without the prefix. diffusers' FLUX converters
+        # strip it themselves; the Qwen-Image mapping is the identity and would not find the keys.
+        checkpoint = {name[len(checkpoints.COMFY_PREFIX):]: value for name, value in checkpoint.items()
+                      if name.startswith(checkpoints.COMFY_PREFIX)}
+    quantized = path.suffix.lower() == ".gguf"
+    quantization = diffusers.GGUFQuantizationConfig(compute_dtype=dtype) if quantized else None
+    model_class = getattr(diffusers, TRANSFORMER_CLASSES[kind])
+    return model_class.from_single_file(checkpoint, config=str(config_folder), subfolder="transformer", torch_dtype=dtype,
+                                        quantization_config=quantization, local_files_only=True, **structure)
 
 
 def _apply_dit_memory_mode(pipe: Any, mode: str, device: torch.device) -> None:
     """Diffusion transformers have no attention slicing; their memory modes move weights instead, as
     diffusers' memory guide sets them up: off keeps everything on the device; balanced is model CPU
     offload (one component on the GPU at a time: the 8-16 GB text encoder leaves before the
-    transformer comes); lowest is group offloading (layers stream in as they run, on a CUDA stream
-    that overlaps the copies with compute), which needs the least graphics memory and the most RAM."""
-    if mode == "off" or (mode == "balanced" and device.type == "cpu"):
+    transformer comes); quantized is model CPU offload too, with the 8-bit transformer already in
+    place; lowest is group offloading (layers stream in as they run, on a CUDA stream that overlaps
+    the copies with compute), which needs the least graphics memory and the most RAM."""
+    if mode == "off" or (mode in ("balanced", "quantized") and device.type == "cpu"):
         pipe.to(device)
         return
-    if mode == "balanced":
+    if mode in ("balanced", "quantized"):
         pipe.enable_model_cpu_offload(device=device)
         return
     from diffusers.hooks import apply_group_offloading

@@ -130,10 +130,22 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
                            preset.download_bytes if preset else 0, preset.components if preset else (),
                            access=preset.access_steps() if preset else "")
     path = Path(source.location)
-    if source.kind == "file" and path.suffix.lower() == ".safetensors":
+    if source.kind == "file" and path.suffix.lower() in checkpoints.WEIGHT_FILE_SUFFIXES:
         kind = checkpoints.describe(path)
-        return ModelStatus(name, "file", source.location, kind.usable, str(path), catalog.disk_bytes(path), f"{path.name} ({kind.title})",
-                           tasks=kind.tasks, unusable="" if kind.usable else checkpoints.refusal(path, "inpaint", kind) or "")
+        title = f"{path.name} ({kind.title})"
+        if kind.transformer:  # it runs with its preset's text encoder and VAE, downloaded without the preset's transformer
+            base = sources.preset(kinds.BASE_PRESETS[kind.transformer])
+            try:
+                kinds.transformer_base(kind.transformer, path.name)
+                missing = ""
+            except ModelUnavailable as exc:
+                missing = str(exc)
+            return ModelStatus(name, "file", source.location, not missing, str(path), catalog.disk_bytes(path), title, base.licence,
+                               components=tuple(c for c in base.components if c != "transformer"), tasks=kind.tasks, unusable=missing,
+                               access=base.access_steps(), base=base.hub_id or "")
+        unusable = "" if kind.usable else checkpoints.refusal(path, "inpaint", kind) or ""
+        return ModelStatus(name, "file", source.location, kind.usable, str(path), catalog.disk_bytes(path), title, tasks=kind.tasks,
+                           unusable=unusable)
     return ModelStatus(name, source.kind, source.location, True, str(path), catalog.disk_bytes(path), path.name)
 
 
@@ -265,7 +277,7 @@ def model_tasks(name: str, allow_pickle: tuple[str, ...] = ()) -> tuple[str, ...
         return ()
     if source.kind == "file":
         path = Path(source.location)
-        return checkpoints.describe(path).tasks if path.suffix.lower() == ".safetensors" else ()
+        return checkpoints.describe(path).tasks if path.suffix.lower() in checkpoints.WEIGHT_FILE_SUFFIXES else ()
     dit = kinds.dit_kind(name, allow_pickle)
     if dit is not None:
         purposes = kinds.DIT_PIPELINES[dit]

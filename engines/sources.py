@@ -127,7 +127,7 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = (), purpose: str 
     and, given the pipeline `purpose`, for a single checkpoint file that cannot serve it.
 
     `model` is a preset id (see resources/models.json), a hub id, a diffusers folder or a single
-    weights file. Pickle-based files (.ckpt, .bin, .pt) are refused unless their resolved path is in
+    weights file (a Stable Diffusion checkpoint, or a diffusion transformer as .safetensors or .gguf). Pickle-based files (.ckpt, .bin, .pt) are refused unless their resolved path is in
     `allow_pickle` (an explicit per-file opt-in); they are then read with torch's weights_only mode.
     """
     path = Path(model).expanduser()
@@ -151,8 +151,8 @@ def resolve_source(model: str, allow_pickle: tuple[str, ...] = (), purpose: str 
                     ".safetensors files only, unless you allow this one file in Models."
                 )
             return ModelSource("file", str(path))
-        if suffix != ".safetensors":
-            raise ModelUnavailable(f"{path.name} is not a model file Sandcastle can load (use a .safetensors file or a diffusers folder).")
+        if suffix not in checkpoints.WEIGHT_FILE_SUFFIXES:
+            raise ModelUnavailable(f"{path.name} is not a model file Sandcastle can load (use a .safetensors or .gguf file, or a diffusers folder).")
         refused = checkpoints.refusal(path, purpose) if purpose else None
         if refused:
             raise ModelUnavailable(refused)

@@ -29,6 +29,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engines.models import image_only_processor_class, load_qwen_vl_processor, torchvision_available  # noqa: F401 (the tests load with it)
@@ -464,3 +465,195 @@ def write_dit_model(folder: str | Path, kind: str, size: str = "tiny", seed: int
         shutil.rmtree(folder / "processor", ignore_errors=True)
         _save_qwen_processor(pipe.processor, folder / "processor")
     return folder
+
+
+# ---- transformer files: the layouts people download -------------------------------------------
+# Black Forest Labs publish FLUX transformers with their own key names (double_blocks, single_blocks,
+# fused qkv); ComfyUI and city96's GGUF files keep those names. Qwen-Image's are diffusers' own. The
+# maps below turn a diffusers state dict into the published layout; diffusers' single-file converters
+# (convert_flux2_transformer_checkpoint_to_diffusers, convert_flux_transformer_checkpoint_to_diffusers)
+# turn it back, and tests hold the two together at the real structure.
+
+TRANSFORMER_FILE_QUANTS = ("F32", "Q8_0", "Q4_K")  # what write_transformer_file stores the 2-D weights as in a .gguf
+
+
+def _swap_halves(tensor):
+    """Black Forest Labs' final modulation is (shift, scale); diffusers' (scale, shift)."""
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+# diffusers name → Black Forest Labs' name, for the parts renamed one to one.
+_FLUX2_RENAMES = [("x_embedder", "img_in"), ("context_embedder", "txt_in"),
+                  ("time_guidance_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+                  ("time_guidance_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+                  ("time_guidance_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+                  ("time_guidance_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+                  ("double_stream_modulation_img.linear", "double_stream_modulation_img.lin"),
+                  ("double_stream_modulation_txt.linear", "double_stream_modulation_txt.lin"),
+                  ("single_stream_modulation.linear", "single_stream_modulation.lin"), ("proj_out", "final_layer.linear")]
+_FLUX2_DOUBLE = {"attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+                 "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale", "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+                 "attn.to_out.0": "img_attn.proj", "ff.linear_in": "img_mlp.0", "ff.linear_out": "img_mlp.2",
+                 "attn.to_add_out": "txt_attn.proj", "ff_context.linear_in": "txt_mlp.0", "ff_context.linear_out": "txt_mlp.2"}
+_FLUX2_SINGLE = {"attn.to_qkv_mlp_proj": "linear1", "attn.to_out": "linear2", "attn.norm_q.weight": "norm.query_norm.scale",
+                 "attn.norm_k.weight": "norm.key_norm.scale"}
+_FLUX1_RENAMES = [("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+                  ("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+                  ("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+                  ("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
+                  ("time_text_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+                  ("time_text_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+                  ("context_embedder", "txt_in"), ("x_embedder", "img_in"), ("proj_out", "final_layer.linear")]
+_FLUX1_DOUBLE = {"norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin",
+                 "attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+                 "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale", "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+                 "ff.net.0.proj": "img_mlp.0", "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0",
+                 "ff_context.net.2": "txt_mlp.2", "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj"}
+_FLUX1_SINGLE = {"norm.linear": "modulation.lin", "attn.norm_q.weight": "norm.query_norm.scale",
+                 "attn.norm_k.weight": "norm.key_norm.scale", "proj_out": "linear2"}
+# Projections Black Forest Labs keep fused: a double block's q, k, v per stream (qkv), and for FLUX.1 a
+# single block's q, k, v and MLP input (linear1; FLUX.2's diffusers model keeps that one fused too).
+_DOUBLE_FUSED = {"attn.to_q": ("img", "q"), "attn.to_k": ("img", "k"), "attn.to_v": ("img", "v"),
+                 "attn.add_q_proj": ("txt", "q"), "attn.add_k_proj": ("txt", "k"), "attn.add_v_proj": ("txt", "v")}
+_FLUX1_SINGLE_FUSED = {"attn.to_q": "q", "attn.to_k": "k", "attn.to_v": "v", "proj_mlp": "mlp"}
+
+
+def _published(state: dict, renames: list, double: dict, single: dict, single_fused: dict) -> dict:
+    out, fused = {}, {}
+    for name, value in state.items():
+        if name.startswith("norm_out.linear."):
+            out["final_layer.adaLN_modulation.1." + name.rsplit(".", 1)[1]] = _swap_halves(value)
+            continue
+        if name.startswith(("transformer_blocks.", "single_transformer_blocks.")):
+            head, index, rest = name.split(".", 2)
+            stem, param = rest.rsplit(".", 1)
+            if head == "transformer_blocks" and stem in _DOUBLE_FUSED:
+                stream, part = _DOUBLE_FUSED[stem]
+                fused.setdefault(f"double_blocks.{index}.{stream}_attn.qkv.{param}", {})[part] = value
+            elif head == "single_transformer_blocks" and stem in single_fused:
+                fused.setdefault(f"single_blocks.{index}.linear1.{param}", {})[single_fused[stem]] = value
+            elif head == "transformer_blocks":
+                out[f"double_blocks.{index}.{_renamed(rest, double)}"] = value
+            else:
+                out[f"single_blocks.{index}.{_renamed(rest, single)}"] = value
+            continue
+        for old, new in renames:
+            name = name.replace(old, new)
+        out[name] = value
+    for name, parts in fused.items():
+        out[name] = torch.cat([parts[p] for p in ("q", "k", "v", "mlp") if p in parts], dim=0)
+    return out
+
+
+def _renamed(rest: str, table: dict) -> str:
+    for old, new in table.items():
+        if rest == old or rest.startswith(old + "."):
+            return new + rest[len(old):]
+    raise KeyError(rest)
+
+
+def original_layout(kind: str, state: dict) -> dict:
+    """A diffusers transformer state dict in the layout its makers publish single files in."""
+    if kind == "flux2-klein":
+        return _published(state, _FLUX2_RENAMES, _FLUX2_DOUBLE, _FLUX2_SINGLE, {})
+    if kind in ("flux-fill", "flux-kontext"):
+        return _published(state, _FLUX1_RENAMES, _FLUX1_DOUBLE, _FLUX1_SINGLE, _FLUX1_SINGLE_FUSED)
+    return dict(state)  # Qwen-Image: the diffusers names are the published ones
+
+
+def small_transformer(kind: str, seed: int = 0, text_width: int | None = None):
+    """A random-weight transformer of `kind` as narrow as a real file can be: one 128-wide head (the
+    real head width, so the real position encoding applies), one block of each type, and the text width
+    of the tiny pipelines (TINY), so it runs with their text encoders (or `text_width`)."""
+    import diffusers
+
+    tiny = TINY["flux1" if kind in ("flux-fill", "flux-kontext") else kind]["transformer"]
+    real = json.loads(Path(str(_transformer_config(kind))).read_text(encoding="utf-8"))
+    real = {k: v for k, v in real.items() if not k.startswith("_")}
+    narrow = dict(real, num_layers=1, num_attention_heads=1, joint_attention_dim=text_width or tiny["joint_attention_dim"])
+    if "num_single_layers" in real:
+        narrow["num_single_layers"] = 1
+    if "pooled_projection_dim" in real:
+        narrow["pooled_projection_dim"] = tiny["pooled_projection_dim"]
+    torch.manual_seed(seed)
+    cls = getattr(diffusers, {"flux2-klein": "Flux2Transformer2DModel", "qwen-edit": "QwenImageTransformer2DModel"}.get(kind, "FluxTransformer2DModel"))
+    with torch.no_grad():
+        model = cls(**narrow)
+        for param in model.parameters():  # diffusers zero-initialises some output layers: random everywhere, so every weight matters
+            param.normal_(0, 0.05)
+    return model.eval()
+
+
+def _transformer_config(kind: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("resources").joinpath("transformers", kind, "transformer", "config.json")))
+
+
+def write_transformer_file(path: str | Path, kind: str, quant: str = "F32", seed: int = 0, prefix: str = "",
+                           text_width: int | None = None):
+    """Write `small_transformer(kind)` as one file in the published layout: .safetensors (float32), or
+    .gguf with the 2-D weights stored as `quant` (Q8_0 quantized by gguf-py; Q4_K as random valid
+    blocks, since gguf-py cannot quantize K-quants) and the rest in F32, as city96's files keep them.
+    `prefix` puts the keys under ComfyUI's "model.diffusion_model.".
+
+    Returns the transformer in diffusers form with the weights the file stands for (the dequantized
+    values of a quantized file), to compare a loaded file against."""
+    path = Path(path)
+    model = small_transformer(kind, seed, text_width)
+    state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    published = original_layout(kind, state)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({prefix + name: value.contiguous() for name, value in published.items()}, str(path))
+        return model
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant]
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), arch={"flux2-klein": "flux2", "qwen-edit": "qwen_image"}.get(kind, "flux"))
+    stored = {}
+    for name, value in published.items():
+        array = value.numpy().astype(np.float32)
+        if qtype == gguf.GGMLQuantizationType.F32 or array.ndim != 2 or array.shape[1] % block:
+            writer.add_tensor(prefix + name, array)
+            stored[name] = value
+            continue
+        if qtype == gguf.GGMLQuantizationType.Q4_K:
+            raw = _random_q4_k(rng, array.shape)
+        else:
+            raw = gguf.quants.quantize(array, qtype)
+        writer.add_tensor(prefix + name, raw, raw_dtype=qtype)
+        stored[name] = torch.from_numpy(gguf.quants.dequantize(raw, qtype).reshape(array.shape).copy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    _load_published(kind, model, stored)
+    return model
+
+
+def _random_q4_k(rng, shape) -> np.ndarray:
+    """Q4_K blocks of 256 weights (llama.cpp's block_q4_K: fp16 scale d, fp16 min scale dmin, twelve
+    bytes of 6-bit sub-block scales and mins, 128 bytes of 4-bit values) with random contents and small
+    scales, so the weights they stand for are of a trained layer's size."""
+    rows, columns = shape
+    blocks = rows * columns // 256
+    raw = rng.integers(0, 256, size=(blocks, 144), dtype=np.uint8)
+    raw[:, 0:2] = np.frombuffer(np.float16(2e-4).tobytes(), dtype=np.uint8)
+    raw[:, 2:4] = np.frombuffer(np.float16(5e-4).tobytes(), dtype=np.uint8)
+    return raw.reshape(rows, columns // 256 * 144)
+
+
+def _load_published(kind: str, model, stored: dict) -> None:
+    """Put weights given in the published layout into a diffusers model (through diffusers' converter)."""
+    from diffusers.loaders.single_file_utils import (
+        convert_flux2_transformer_checkpoint_to_diffusers, convert_flux_transformer_checkpoint_to_diffusers,
+    )
+
+    convert = {"flux2-klein": convert_flux2_transformer_checkpoint_to_diffusers, "qwen-edit": lambda checkpoint: checkpoint}.get(
+        kind, convert_flux_transformer_checkpoint_to_diffusers)
+    model.load_state_dict(convert(checkpoint=dict(stored)), strict=True)

@@ -273,3 +273,56 @@ def test_a_gated_preset_says_what_to_do_before_anything_downloads(qtbot, fresh_w
     assert "FLUX.1 Kontext [dev] is gated" in dialog.message.text() and "hf auth login" in dialog.message.text()
     combo.setCurrentIndex(combo.findData("flux2-klein-4b"))
     assert "gated" not in dialog.message.text()
+
+
+
+def test_a_gguf_transformer_asks_for_its_text_encoder_and_vae_then_inpaints(qtbot, tmp_path, monkeypatch, photo):
+    """Inpaint with a FLUX.2 [klein] GGUF file the person has: Generate asks to download the preset's
+    text encoder and VAE (not its transformer), then the job runs with the file."""
+    import huggingface_hub.constants
+
+    from engines.testing_dit import write_dit_model, write_transformer_file
+    from tests.hubserver import Hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    file = tmp_path / "flux-2-klein-4b-Q8_0.gguf"
+    write_transformer_file(file, "flux2-klein", "Q8_0")
+    server = Hub()
+    server.add_folder("black-forest-labs/FLUX.2-klein-4B", write_dit_model(tmp_path / "klein", "flux2-klein"))
+    server.start()
+    win = open_window(qtbot, tmp_path, photo, "--model", str(file), steps=2)
+    try:
+        win.settings["hub_endpoint"] = server.url
+        win.document.mask[200:300, 200:300] = 255
+        win.panel.param_widgets["resolution"].setValue(128)
+        asked = []
+        win.generation.ask_download = lambda status: asked.append((status.title, status.base)) or True
+        with qtbot.waitSignal(win.generation.finished, timeout=120000):
+            win.generation.generate()
+    finally:
+        win.shutdown()
+        server.stop()
+    assert asked == [("flux-2-klein-4b-Q8_0.gguf (FLUX.2 [klein] transformer)", "black-forest-labs/FLUX.2-klein-4B")]
+    fetched = [path for _, path, _ in server.requests if path.endswith(".safetensors")]
+    assert fetched and not any("/transformer/" in path for path in fetched)
+    assert not np.array_equal(win.document.image, photo)
+
+
+def test_the_models_dialog_says_what_a_transformer_file_still_needs(qtbot, fresh_window, tmp_path, monkeypatch):
+    from editor.models_dialog import ModelsDialog
+    from engines.testing_dit import write_transformer_file
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    file = tmp_path / "flux-2-klein-4b-Q4_K_M.gguf"
+    write_transformer_file(file, "flux2-klein", "Q4_K")
+    win = fresh_window
+    win.settings["local_models"] = [{"path": str(file), "title": file.name}]
+    dialog = ModelsDialog(win.settings, win.generation, win)
+    qtbot.addWidget(dialog)
+    row = next(r for r in range(dialog.table.rowCount()) if dialog.table.item(r, 0).text() == file.name)
+    cells = [dialog.table.item(row, c).text() for c in range(dialog.table.columnCount())]
+    assert cells[1] == "inpaint, uncrop, edit, colorize"
+    assert cells[2].startswith("Needs the text encoder and VAE of black-forest-labs/FLUX.2-klein-4B")
+    assert cells[3] != "0 B"

@@ -124,7 +124,7 @@ def test_an_sd15_inpainting_checkpoint_inpaints_and_is_refused_for_img2img_befor
     ({"conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": (1280,),
       "model.diffusion_model.input_blocks.0.0.weight": (384, 4, 3, 3)}, "an SDXL refiner"),
     ({"encoder.conv_in.weight": (128, 3, 3, 3), "decoder.conv_out.weight": (3, 128, 3, 3)}, "a VAE only"),
-    ({"double_blocks.0.img_attn.norm.key_norm.scale": (128,)}, "a FLUX.1 checkpoint"),
+    ({"double_blocks.0.img_attn.norm.key_norm.scale": (128,), "img_in.weight": (3072, 128)}, "a FLUX.1 Depth, Canny or other variant"),
 ])
 def test_a_file_sandcastle_cannot_use_says_what_it_is(keys, what, tmp_path):
     from engines import services
