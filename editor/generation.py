@@ -502,11 +502,14 @@ class GenerationController(QObject):
                 "or choose a local copy in Tools → Models."
             ))
             return False
-        if hub_id not in self.settings["asked_downloads"]:
+        # Agreeing to a preset's text encoder and VAE is not agreeing to its transformer too: asked apart.
+        consent = f"{hub_id} without transformer" if status.base else hub_id
+        if consent not in self.settings["asked_downloads"]:
             if not self.ask_download(status):
-                self.error.emit(f"{status.title} is needed to {task}; download it in Tools → Models when you are ready.")
+                later = "Generate again when you are ready" if status.base else "download it in Tools → Models when you are ready"
+                self.error.emit(f"{status.title} is needed to {task}; {later}.")
                 return False
-            self.settings["asked_downloads"] = self.settings["asked_downloads"] + [hub_id]
+            self.settings["asked_downloads"] = self.settings["asked_downloads"] + [consent]
             self.settings.save()
         self._after_download = (hub_id, then)
         self.download(hub_id, status.components)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("Model", "Tasks", "Status", "Size", "Location")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 GATED_STATE = "Not installed (gated: licence and log-in first)"
+PARTLY_INSTALLED = "Installed without"
 
 
 def gated_note(row: dict) -> str:
@@ -196,6 +197,8 @@ class ModelsDialog(QDialog):
             return f"Cannot be used: {status.unusable}", human_bytes(status.disk_bytes), status.path or ""
         if status.installed:
             return "Installed", human_bytes(status.disk_bytes), status.path or ""
+        if status.without:  # fetched for a transformer file: Delete removes it, Download completes it
+            return f"{PARTLY_INSTALLED} its {', '.join(status.without)} (serves transformer files)", human_bytes(status.disk_bytes), status.path or ""
         if row.get("access"):
             return GATED_STATE, f"about {human_bytes(row['estimate'])}", ""
         return "Not installed", f"about {human_bytes(row['estimate'])}", ""
@@ -219,7 +222,8 @@ class ModelsDialog(QDialog):
         installed = row is not None and row.get("state") == "Installed"
         self.download_button.setEnabled(bool(row and row["hub_id"]) and not busy and not installed)
         self.cancel_button.setEnabled(busy)
-        self.delete_button.setEnabled(bool(row) and (installed or row.get("local", False)) and not busy)
+        partly = row is not None and row.get("state", "").startswith(PARTLY_INSTALLED)
+        self.delete_button.setEnabled(bool(row) and (installed or partly or row.get("local", False)) and not busy)
         if row:
             extra = f"\n{row['manual']}" if row["manual"] else ""
             gated = f"\n{gated_note(row)}" if row.get("access") and row.get("state") != "Installed" else ""

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "task_models": {},  # task → preset id, hub id, or a local folder / .safetensors file
     "local_models": [],  # [{"path", "architecture", "title"}] added by the person
     "pickle_allowed": [],  # pickle-based files the person explicitly allowed, loaded with weights_only
-    "asked_downloads": [],  # hub ids whose size and licence the person has already agreed to
+    "asked_downloads": [],  # hub ids whose size and licence the person has already agreed to ("<id> without transformer": its text encoder and VAE only)
     "hub_endpoint": "",  # a hub mirror; empty = huggingface.co
     "mask_colour": "#ff2850",  # the mask overlay
     "mask_opacity": 0.5,

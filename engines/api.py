@@ -284,3 +284,4 @@ class ModelStatus:
     unusable: str = ""  # for a file Sandcastle cannot use: one sentence saying what it is and what to do instead
     access: str = ""  # for a gated hub model: what to do before it downloads (accept the licence, log in)
     base: str = ""  # for a transformer file: the hub model whose other components (`components`) it runs with
+    without: tuple[str, ...] = ()  # for a hub model downloaded in part on purpose (for transformer files): the components left out

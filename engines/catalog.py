@@ -29,6 +29,7 @@ from engines.api import CancelToken, Cancelled, ModelUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors",)
 UNUSED_COMPONENTS = {"safety_checker", "feature_extractor"}
+MANIFEST = ".sandcastle-complete.json"  # written into a snapshot by a finished download of ours
 
 
 # ---- the cache --------------------------------------------------------------------------------
@@ -107,17 +108,32 @@ def installed_path(hub_id: str) -> Path | None:
     if not refs.is_file():
         return None
     snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
-    manifest = snapshot / ".sandcastle-complete.json"
-    if not manifest.is_file():
+    if not (snapshot / MANIFEST).is_file():
         return snapshot if complete_by_layout(snapshot) else None
+    manifest = _manifest(snapshot)
+    files = manifest.get("files")
+    if not isinstance(files, list) or manifest.get("without"):
+        return None  # damaged, or fetched without some of its components
+    return snapshot if all((snapshot / f).is_file() for f in files) else None
+
+
+def _manifest(snapshot: Path) -> dict:
     try:
-        expected = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
-        return None
-    if not all((snapshot / f).is_file() for f in expected):
-        return None
-    # A download of some components only (a transformer file's text encoder and VAE) is not the whole model.
-    return snapshot if complete_by_layout(snapshot) else None
+        manifest = json.loads((snapshot / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _left_out(snapshot: Path, fetched: list[str]) -> list[str]:
+    """The components a diffusers repository's model_index.json names that a download did not fetch."""
+    try:
+        index = json.loads((snapshot / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return sorted(name for name, value in index.items()
+                  if not name.startswith("_") and name not in UNUSED_COMPONENTS and isinstance(value, list) and None not in value
+                  and not any(f.startswith(name + "/") for f in fetched))
 
 
 def installed_without(hub_id: str, component: str) -> Path | None:
@@ -131,13 +147,10 @@ def installed_without(hub_id: str, component: str) -> Path | None:
     if not refs.is_file():
         return None
     snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
-    manifest = snapshot / ".sandcastle-complete.json"
-    try:
-        fetched = json.loads(manifest.read_text())["files"] if manifest.is_file() else []
-    except (ValueError, KeyError):
-        return None
-    if not all((snapshot / f).is_file() for f in fetched):
-        return None
+    manifest = _manifest(snapshot)
+    if manifest:  # our own download
+        whole = all((snapshot / f).is_file() for f in manifest.get("files", ()))
+        return snapshot if whole and set(manifest.get("without", ())) <= {component} else None
     return snapshot if complete_by_layout(snapshot, skip=(component,)) else None
 
 
@@ -368,8 +381,12 @@ def download(
         counter.current = 0
         counter.files_done += 1
     counter.report(force=True)
-    # Written last: a snapshot counts as installed only once every planned file is in place.
-    (snapshot / ".sandcastle-complete.json").write_text(json.dumps({"files": [f.path for f in the_plan.files], "commit": the_plan.commit}))
+    # Written last: a snapshot counts as installed only once every planned file is in place. `without`
+    # names the pipeline's components left out on purpose (a transformer file's preset fetched without
+    # its transformer): such a snapshot serves that file but is not the whole model.
+    fetched = [f.path for f in the_plan.files]
+    manifest = {"files": fetched, "commit": the_plan.commit, "without": _left_out(snapshot, fetched)}
+    (snapshot / MANIFEST).write_text(json.dumps(manifest))
     (folder / "refs").mkdir(parents=True, exist_ok=True)
     (folder / "refs" / "main").write_text(the_plan.commit)
     return snapshot

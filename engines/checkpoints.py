@@ -162,6 +162,12 @@ COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's whole-model files keep the 
 # Mistral Small 3.1's three stacked hidden layers. Only [klein] 4B has a preset (its text encoder).
 FLUX2_TEXT_WIDTHS = {7680: "FLUX.2 [klein] 4B", 12288: "FLUX.2 [klein] 9B", 15360: "FLUX.2 [dev]"}
 FLUX1_FILL_CHANNELS, FLUX1_CHANNELS = 384, 64  # img_in: Fill adds the masked picture and the mask to the 64 latent channels
+# ComfyUI's "fp8 scaled" and "mixed" files keep a scale beside each 8-bit weight, which diffusers does not
+# apply: loaded, the weights would be wrong by that factor, so such files are refused.
+SCALED_FP8_SUFFIXES = (".weight_scale", ".scale_weight", ".input_scale", ".scale_input", ".comfy_quant")
+# ComfyUI marks Qwen-Image-Edit-2511 transformers with this empty tensor (2511 treats the reference
+# pictures' timestep as zero, diffusers' zero_cond_t); earlier Edit releases do not have it.
+QWEN_2511_MARKER = "__index_timestep_zero__"
 
 
 def transformer_tensors(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -181,15 +187,27 @@ def transformer_type(shapes: dict[str, tuple[int, ...]]) -> str | None:
     those of Qwen-Image: the files do not say which they are, so 64 input channels are taken as
     Kontext and a Qwen-Image transformer as the Edit model, the only ones Sandcastle runs."""
     plain = transformer_tensors(shapes)
+    if any(k.endswith(SCALED_FP8_SUFFIXES) for k in plain) and any(
+            k in plain for k in ("single_stream_modulation.lin.weight", "double_blocks.0.img_attn.norm.key_norm.scale", "txt_norm.weight")):
+        return "scaled-fp8"
     if "single_stream_modulation.lin.weight" in plain:
         width = plain.get("txt_in.weight", (0, 0))[-1]
         return "flux2-other" if width in FLUX2_TEXT_WIDTHS and FLUX2_TEXT_WIDTHS[width] != "FLUX.2 [klein] 4B" else "flux2"
     if "double_blocks.0.img_attn.norm.key_norm.scale" in plain:
         channels = plain.get("img_in.weight", (0, 0))[-1]
+        if channels == FLUX1_CHANNELS and "guidance_in.in_layer.weight" not in plain:
+            return "flux"  # FLUX.1 [schnell]: no guidance embedding, so not Kontext
         return {FLUX1_FILL_CHANNELS: "flux-fill", FLUX1_CHANNELS: "flux-kontext"}.get(channels, "flux")
     if "txt_norm.weight" in plain and "transformer_blocks.0.img_mod.1.weight" in plain:
         return "qwen-image"
     return None
+
+
+def qwen_edit_2511(file_name: str, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether a Qwen-Image transformer file is Qwen-Image-Edit-2511 (run with zero_cond_t) rather than
+    an earlier Edit release: ComfyUI's marker says so; without it (GGUF conversions may drop it) the file
+    name is all there is, and "2511" in it is taken at its word."""
+    return QWEN_2511_MARKER in transformer_tensors(shapes) or "2511" in file_name
 
 
 def _blocks(plain: dict[str, tuple[int, ...]], prefix: str) -> int:
@@ -259,8 +277,10 @@ KINDS = {
                        transformer="flux-kontext"),
         CheckpointKind("flux2-other", "a FLUX.2 [klein] 9B or [dev] transformer",
                        instead="Sandcastle runs FLUX.2 [klein] 4B, whose text encoder does not fit this one; choose a [klein] 4B file"),
-        CheckpointKind("flux", "a FLUX.1 Depth, Canny or other variant",
+        CheckpointKind("flux", "a FLUX.1 [schnell], Depth, Canny or other variant",
                        instead="Sandcastle runs FLUX.1 Fill and Kontext; choose one of those (or FLUX.2 [klein])"),
+        CheckpointKind("scaled-fp8", "a transformer in ComfyUI's scaled 8-bit format",
+                       instead="diffusers cannot apply its weight scales; choose the bf16 file of the model or a GGUF file"),
         CheckpointKind("sd3", "a Stable Diffusion 3 checkpoint", instead="SD 3 is not supported; choose an SD 1.x, 2.x or SDXL checkpoint"),
         CheckpointKind("lora", "a LoRA", instead="a LoRA adds to a model and cannot paint alone; choose a whole SD checkpoint"),
         CheckpointKind("vae", "a VAE only", instead="it holds no diffusion model; choose a whole SD checkpoint"),

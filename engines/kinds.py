@@ -99,7 +99,16 @@ def transformer_base(kind: str, file_name: str) -> Path:
     raise ModelUnavailable(
         f"{file_name} is a {DIT_TITLES[kind]} transformer; its text encoder and VAE come from {preset.title} ({preset.hub_id}), "
         f"which are not on this computer: Sandcastle downloads them when online (not the preset's own transformer), or run "
-        f"`hf download {preset.hub_id} --exclude \"transformer/*\"`{access}.")
+        f"`{base_download_command(kind)}`{access}.")
+
+
+def base_download_command(kind: str) -> str:
+    """The `hf download` command that fetches what a `kind` transformer file runs with and nothing more:
+    listing the components, because Black Forest Labs' repositories also hold the transformer as one
+    file at the top (flux1-fill-dev.safetensors, 23.8 GB), which excluding transformer/ would still fetch."""
+    preset = sources.preset(BASE_PRESETS[kind])
+    folders = " ".join(f'"{name}/*"' for name in preset.components if name != "transformer")
+    return f"hf download {preset.hub_id} --include model_index.json {folders}"
 
 
 def controls_for(model: str, allow_pickle: tuple[str, ...] = ()) -> ModelControls:

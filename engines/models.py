@@ -441,14 +441,31 @@ def quantized_transformer(transformer: Any, source: ModelSource, dtype: torch.dt
     FLUX.2 [klein] 4B about a minute of quantizing on the CPU) and read from there afterwards."""
     import diffusers
 
+    import shutil
+
     path = _quantized_copy_path(source)
     if not path.is_file():
-        write_q8_0(transformer, path)
+        needed = q8_0_bytes(transformer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if needed > free:
+            raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB "
+                                   f"is free in {path.parent}: free some space, or set Low-memory mode to lowest in Settings.")
+        try:
+            write_q8_0(transformer, path)
+        except OSError as exc:
+            raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer could not be written to {path.parent} "
+                                   f"({exc.strerror or exc}): set Low-memory mode to lowest in Settings.") from None
     folder = Path(_local_location(source))
     log.info("running %s's transformer 8-bit (Q8_0) from %s", source.label, path)
-    return type(transformer).from_single_file(str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype,
-                                              quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
-                                              local_files_only=True)
+    try:
+        return type(transformer).from_single_file(str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype,
+                                                  quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
+                                                  local_files_only=True)
+    except Exception as exc:  # a copy damaged on disk: made again next time instead of failing forever
+        path.unlink(missing_ok=True)
+        raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer could not be read ({type(exc).__name__}); it was "
+                               "removed, and the next Generate makes it again.") from None
 
 
 def _quantized_copy_path(source: ModelSource) -> Path:
@@ -488,14 +505,19 @@ def write_q8_0(module: Any, path: Path) -> None:
             writer.add_tensor_info(name, (rows, columns // block * block_bytes), np.dtype(np.uint8), rows * columns // block * block_bytes, q8)
         else:
             writer.add_tensor_info(name, tuple(tensor.shape), np.dtype(np.float32), tensor.numel() * 4)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for name, tensor in state.items():
-        array = tensor.detach().to("cpu", torch.float32).numpy()
-        writer.write_tensor_data(gguf.quants.quantize(array, q8) if quantize[name] else array)
-    writer.close()
-    os.replace(partial, path)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for name, tensor in state.items():
+            array = tensor.detach().to("cpu", torch.float32).numpy()
+            writer.write_tensor_data(gguf.quants.quantize(array, q8) if quantize[name] else array)
+        writer.close()
+        os.replace(partial, path)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _local_location(source: ModelSource) -> str:
@@ -739,12 +761,16 @@ def load_transformer_file(kind: str, path: Path, dtype: torch.dtype, base: Path 
         title = sources.preset(kinds.BASE_PRESETS[kind]).title
         raise ModelUnavailable(f"{path.name} reads {structure['joint_attention_dim']}-wide text features, but {title}'s text encoder "
                                f"gives {expected}: it is another size of {kinds.DIT_TITLES[kind]} than the one Sandcastle runs.")
+    if model_type == "qwen-image":
+        structure["zero_cond_t"] = checkpoints.qwen_edit_2511(path.name, shapes)
+        log.info("%s: Qwen-Image-Edit%s", path.name, "-2511 (zero_cond_t)" if structure["zero_cond_t"] else " before 2511")
     checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
     if any(name.startswith(checkpoints.COMFY_PREFIX) for name in checkpoint):
         # A whole-model file: only the transformer's tensors, without the prefix. diffusers' FLUX converters
         # strip it themselves; the Qwen-Image mapping is the identity and would not find the keys.
         checkpoint = {name[len(checkpoints.COMFY_PREFIX):]: value for name, value in checkpoint.items()
                       if name.startswith(checkpoints.COMFY_PREFIX)}
+    checkpoint.pop(checkpoints.QWEN_2511_MARKER, None)  # a marker, not a weight (read above)
     quantized = path.suffix.lower() == ".gguf"
     quantization = diffusers.GGUFQuantizationConfig(compute_dtype=dtype) if quantized else None
     model_class = getattr(diffusers, TRANSFORMER_CLASSES[kind])

@@ -125,10 +125,11 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
     preset = next((p for p in sources.presets() if source.location in (p.hub_id, p.id)), None)
     if source.kind == "hub":
         path = catalog.installed_path(source.location)
-        return ModelStatus(name, "hub", source.location, path is not None, str(path) if path else None, catalog.disk_bytes(path),
+        part = catalog.installed_without(source.location, "transformer") if path is None else None
+        return ModelStatus(name, "hub", source.location, path is not None, str(path or part or "") or None, catalog.disk_bytes(path or part),
                            preset.title if preset else source.location, preset.licence if preset else "",
                            preset.download_bytes if preset else 0, preset.components if preset else (),
-                           access=preset.access_steps() if preset else "")
+                           access=preset.access_steps() if preset else "", without=("transformer",) if part else ())
     path = Path(source.location)
     if source.kind == "file" and path.suffix.lower() in checkpoints.WEIGHT_FILE_SUFFIXES:
         kind = checkpoints.describe(path)

@@ -592,11 +592,12 @@ def _transformer_config(kind: str) -> Path:
 
 
 def write_transformer_file(path: str | Path, kind: str, quant: str = "F32", seed: int = 0, prefix: str = "",
-                           text_width: int | None = None):
+                           text_width: int | None = None, qwen_2511_marker: bool = False):
     """Write `small_transformer(kind)` as one file in the published layout: .safetensors (float32), or
     .gguf with the 2-D weights stored as `quant` (Q8_0 quantized by gguf-py; Q4_K as random valid
     blocks, since gguf-py cannot quantize K-quants) and the rest in F32, as city96's files keep them.
-    `prefix` puts the keys under ComfyUI's "model.diffusion_model.".
+    `prefix` puts the keys under ComfyUI's "model.diffusion_model."; `qwen_2511_marker` adds the empty
+    tensor ComfyUI marks Qwen-Image-Edit-2511 transformers with.
 
     Returns the transformer in diffusers form with the weights the file stands for (the dequantized
     values of a quantized file), to compare a loaded file against."""
@@ -607,7 +608,10 @@ def write_transformer_file(path: str | Path, kind: str, quant: str = "F32", seed
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({prefix + name: value.contiguous() for name, value in published.items()}, str(path))
+        tensors = {prefix + name: value.contiguous() for name, value in published.items()}
+        if qwen_2511_marker:
+            tensors[prefix + "__index_timestep_zero__"] = torch.empty(0)
+        save_file(tensors, str(path))
         return model
     import gguf
 

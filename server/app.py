@@ -69,7 +69,7 @@ def token_digest(token: str) -> str:
 
 def folder_models(folders: list[str]) -> dict[str, str]:
     """The models in `--models-folder` folders, by name: each subfolder that is a diffusers model (or a
-    DiffAE folder), and each .safetensors file. The first folder wins a name both have."""
+    DiffAE folder), and each .safetensors or .gguf file. The first folder wins a name both have."""
     found: dict[str, str] = {}
     for folder in folders:
         base = Path(folder).expanduser()
@@ -77,7 +77,7 @@ def folder_models(folders: list[str]) -> dict[str, str]:
             continue
         for entry in sorted(base.iterdir()):
             usable = (entry.is_dir() and ((entry / "model_index.json").is_file() or (entry / "autoencoder.safetensors").is_file())) or (
-                entry.is_file() and entry.suffix.lower() == ".safetensors")
+                entry.is_file() and entry.suffix.lower() in (".safetensors", ".gguf"))
             if usable and not entry.name.startswith(".") and entry.name not in found:
                 found[entry.name] = str(entry.resolve())
     return found
@@ -289,7 +289,8 @@ class SandcastleServer:
             task, params, _ = DEMO_MODELS[name]
             return demo_model(task, params), None
         if name in self.folders:
-            return self.folders[name], None
+            path = self.folders[name]  # a transformer file may still need its preset's text encoder and VAE
+            return path, (self.missing(path) if Path(path).is_file() else None)
         presets = {p.id for p in services.model_presets() if p.hub_id}
         hub_shaped = HUB_ID.match(name) is not None and not any(part in (".", "..") for part in name.split("/"))
         if (name in presets or hub_shaped) and not Path(name).exists():  # never a relative path that happens to exist here
@@ -302,10 +303,13 @@ class SandcastleServer:
         status = services.model_status(name)
         if status.installed:
             return None
+        hub_id = status.base or status.location
+        if status.kind == "file" and not status.base:
+            raise ModelUnavailable(status.unusable or f"Sandcastle's server cannot use {Path(name).name}.")
         if self.options.get("no_downloads") or services.is_offline():
             why = "it runs offline" if services.is_offline() else "it was started with --no-downloads"
-            raise ModelUnavailable(f"Sandcastle's server has no copy of {status.location} and downloads none ({why}); whoever runs it can "
-                                   f"download it there (hf download {status.location}), or choose a model it has.")
+            raise ModelUnavailable(f"Sandcastle's server has no copy of {hub_id} and downloads none ({why}); whoever runs it can "
+                                   f"download it there (hf download {hub_id}), or choose a model it has.")
         return name
 
     async def stream(self, engine, request: Request, frames: dict[str, Any], fetch: str | None = None):
@@ -366,7 +370,8 @@ class Job:
         from filelock import FileLock, Timeout
 
         status = services.model_status(name)
-        lock = Path(platformdirs.user_cache_dir("sandcastle")) / "downloads" / (re.sub(r"[^\w.-]", "_", status.location) + ".lock")
+        hub_id = status.base or status.location  # a transformer file: its preset's text encoder and VAE
+        lock = Path(platformdirs.user_cache_dir("sandcastle")) / "downloads" / (re.sub(r"[^\w.-]", "_", hub_id) + ".lock")
         lock.parent.mkdir(parents=True, exist_ok=True)
         held, said = FileLock(str(lock)), False
         while True:
@@ -377,20 +382,20 @@ class Job:
                 self.token.raise_if_cancelled()
                 if not said:
                     said = True
-                    self.stage(f"Waiting for another job's download of {status.location}…")
+                    self.stage(f"Waiting for another job's download of {hub_id}…")
         try:
             if services.model_status(name).installed:
                 return
-            self.stage(f"The server is downloading {status.location} ({status.licence or 'see its model page for the licence'})…")
+            self.stage(f"The server is downloading {hub_id} ({status.licence or 'see its model page for the licence'})…")
             last = [0.0]
 
             def show(p) -> None:
                 if p.done_bytes == p.total_bytes or p.done_bytes - last[0] >= 0.02 * p.total_bytes:
                     last[0] = p.done_bytes
-                    self.stage(f"The server is downloading {status.location}: {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  "
+                    self.stage(f"The server is downloading {hub_id}: {p.done_bytes / 1e6:.0f}/{p.total_bytes / 1e6:.0f} MB  "
                                f"{p.bytes_per_second / 1e6:.1f} MB/s")
 
-            services.download_model(status.location, status.components, show, self.token, os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
+            services.download_model(hub_id, status.components, show, self.token, os.environ.get("SANDCASTLE_HUB_ENDPOINT"))
         finally:
             held.release()
 

@@ -37,14 +37,19 @@ def server(tmp_path_factory, model_dir):
     from server.launch import LocalServer
     from tests.hubserver import Hub
 
+    from engines.testing_dit import write_dit_model, write_transformer_file
+
     hub = Hub()
     hub.add_folder("tiny/inpaint", model_dir("inpaint"))
+    hub.add_folder("black-forest-labs/FLUX.2-klein-4B", write_dit_model(tmp_path_factory.mktemp("klein-repo"), "flux2-klein"))
     hub.start()
     home = tmp_path_factory.mktemp("server-home")
+    models = tmp_path_factory.mktemp("server-models")
+    write_transformer_file(models / "flux-2-klein-4b-Q8_0.gguf", "flux2-klein", "Q8_0")
     env = {name: str(home / name.lower()) for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")}
     env.update(HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url, SANDCASTLE_HUB_ENDPOINT=hub.url, **ONE_THREAD)
-    local = LocalServer("--demo", "--threads", "1", "--max-body-mb", "8", "--max-pixels", "1000000", token=TOKEN, env=env,
-                        log=home / "server.log")
+    local = LocalServer("--demo", "--threads", "1", "--max-body-mb", "8", "--max-pixels", "1000000", "--models-folder", str(models),
+                        token=TOKEN, env=env, log=home / "server.log")
     started = time.monotonic()
     try:
         local.start(timeout=240)
@@ -262,6 +267,16 @@ def test_a_hub_model_the_server_lacks_is_downloaded_there_first(server, files):
     from engines import services
 
     assert services.model_status("tiny/inpaint").installed is False  # this computer downloaded nothing
+
+
+def test_a_gguf_file_in_the_servers_folder_gets_its_text_encoder_and_vae_there(server, files):
+    """A transformer file the server holds runs once the server has fetched its preset's text encoder
+    and VAE (not the preset's transformer), saying so."""
+    done = sandcastle("run", "edit", "--image", files / "photo.png", "--prompt", "make it winter", "--model", "flux-2-klein-4b-Q8_0.gguf",
+                      "--steps", "2", "--param", "resolution=128", "--remote", server.url, "--token", TOKEN, "--out", files / "klein.png")
+    assert done.returncode == 0, done.stderr
+    assert "The server is downloading black-forest-labs/FLUX.2-klein-4B" in done.stderr, done.stderr
+    assert (files / "klein.png").is_file()
 
 
 def test_cancel_stops_the_server_job_within_one_step(server, files):

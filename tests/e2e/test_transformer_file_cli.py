@@ -32,7 +32,7 @@ def test_a_gguf_file_fetches_only_its_text_encoder_and_vae_then_edits(tmp_path, 
 
     offline = run_edit(tmp_path, model, {"HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 3
-    assert f'hf download {KLEIN} --exclude "transformer/*"' in offline.stderr.strip().splitlines()[-1]
+    assert f'hf download {KLEIN} --include model_index.json "scheduler/*"' in offline.stderr.strip().splitlines()[-1]
 
     server = Hub()
     server.add_folder(KLEIN, write_dit_model(tmp_path / "klein-repo", "flux2-klein"))
@@ -46,5 +46,15 @@ def test_a_gguf_file_fetches_only_its_text_encoder_and_vae_then_edits(tmp_path, 
     snapshot = next((tmp_path / "hub-cache" / "models--black-forest-labs--FLUX.2-klein-4B" / "snapshots").iterdir())
     assert (snapshot / "text_encoder").is_dir() and (snapshot / "vae").is_dir()
     assert not list(snapshot.glob("transformer/*.safetensors"))  # the preset's own transformer is not fetched
+    os.environ["HF_HUB_CACHE"], before = str(tmp_path / "hub-cache"), os.environ.get("HF_HUB_CACHE")
+    try:  # what was fetched serves transformer files, and is not taken for the whole preset
+        from engines import catalog
+
+        assert catalog.installed_path(KLEIN) is None and catalog.installed_without(KLEIN, "transformer") == snapshot
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_CACHE")
+        else:
+            os.environ["HF_HUB_CACHE"] = before
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (128, 128, 3) and len(list((tmp_path / "steps").glob("*.png"))) == 2

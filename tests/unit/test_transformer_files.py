@@ -71,7 +71,7 @@ def test_other_flux2_sizes_and_flux1_variants_are_refused_with_what_to_choose(tm
     save_file({"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1), "img_in.weight": torch.zeros(1, 128)}, str(depth))
     with pytest.raises(ModelUnavailable, match=r"9B or \[dev\] transformer, which Sandcastle cannot use: .*\[klein\] 4B"):
         sources.resolve_source(str(nine_b), purpose="instruct")
-    with pytest.raises(ModelUnavailable, match="FLUX.1 Depth, Canny or other variant.*Fill and Kontext"):
+    with pytest.raises(ModelUnavailable, match=r"FLUX.1 \[schnell\], Depth, Canny or other variant.*Fill and Kontext"):
         sources.resolve_source(str(depth), purpose="inpaint")
 
 
@@ -141,7 +141,8 @@ def test_without_its_preset_a_transformer_file_says_what_to_download(tmp_path, c
     write_transformer_file(file, "flux2-klein", "Q8_0")
     status = services.model_status(str(file))
     assert not status.installed and "FLUX.2 [klein] transformer" in status.title
-    assert 'hf download black-forest-labs/FLUX.2-klein-4B --exclude "transformer/*"' in status.unusable
+    assert ('hf download black-forest-labs/FLUX.2-klein-4B --include model_index.json "scheduler/*" "text_encoder/*" "tokenizer/*" '
+            '"vae/*"') in status.unusable
     with pytest.raises(ModelUnavailable, match="its text encoder and VAE come from FLUX.2 \\[klein\\] 4B"):
         models.load_pipeline("instruct", str(file), torch.device("cpu"), torch.float32)
 
@@ -165,14 +166,14 @@ def picture(photo):
 
 @pytest.mark.parametrize("kind,name,prefix", [
     ("flux2-klein", "flux-2-klein-4b.safetensors", ""),
-    ("qwen-edit", "qwen_image_edit_2511_comfy.safetensors", checkpoints.COMFY_PREFIX),
+    ("qwen-edit", "qwen_image_edit_comfy.safetensors", checkpoints.COMFY_PREFIX),  # 2511 by ComfyUI's marker, not by name
 ])
 def test_a_single_file_transformer_edits_exactly_as_its_diffusers_form(tmp_path, cache, bases, picture, kind, name, prefix):
     import diffusers
 
     install_base(kind, bases, cache)
     file = tmp_path / name
-    transformer = write_transformer_file(file, kind, prefix=prefix)
+    transformer = write_transformer_file(file, kind, prefix=prefix, qwen_2511_marker=kind == "qwen-edit")
     assert kinds.dit_kind(str(file)) == kind
     ours, loaded = edit_with(str(file), picture, kind)
     assert loaded.pipe.transformer.config.num_layers == 1
@@ -207,6 +208,8 @@ def test_a_gguf_transformer_stays_quantized_and_dequantizes_to_its_weights(tmp_p
     assert out.shape == (SIZE, SIZE, 3) and out.std() > 0
     quantized = {name: module for name, module in loaded.pipe.transformer.named_modules() if isinstance(getattr(module, "weight", None), GGUFParameter)}
     assert quantized, "no layer kept its quantized weights"
+    full = sum(t.numel() * 4 for t in expected.state_dict().values())
+    assert models.component_bytes(loaded.pipe)["transformer"] < full  # the memory decision sees the quantized size
     assert {m.weight.quant_type.name for m in quantized.values()} == {quant}
     reference = dict(expected.named_modules())
     for name, module in quantized.items():
@@ -215,6 +218,33 @@ def test_a_gguf_transformer_stays_quantized_and_dequantizes_to_its_weights(tmp_p
         got = dequantize_gguf_tensor(module.weight).float()
         assert got.shape == want.shape
         assert (got - want).abs().max() <= 1e-3 * want.abs().max() + 1e-6, name
+
+
+@pytest.mark.parametrize("name,marker,is_2511", [
+    ("qwen_image_edit_2509_fp16.safetensors", False, False),
+    ("qwen-image-edit-2511-Q8_0.safetensors", False, True),
+    ("qwen_image_edit_comfy.safetensors", True, True),
+])
+def test_qwen_image_edit_2511_is_told_from_earlier_edits_by_comfyuis_marker_or_its_name(tmp_path, cache, bases, name, marker, is_2511):
+    install_base("qwen-edit", bases, cache)
+    file = tmp_path / name
+    write_transformer_file(file, "qwen-edit", prefix=checkpoints.COMFY_PREFIX, qwen_2511_marker=marker)
+    loaded = models.load_pipeline("instruct", str(file), torch.device("cpu"), torch.float32)
+    assert loaded.pipe.transformer.config.zero_cond_t is is_2511
+
+
+def test_comfyuis_scaled_fp8_files_and_flux_schnell_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    scaled = tmp_path / "qwen_image_edit_2511_fp8mixed.safetensors"
+    save_file({"txt_norm.weight": torch.zeros(1), "transformer_blocks.0.img_mod.1.weight": torch.zeros(1, 1),
+               "transformer_blocks.0.img_mod.1.weight_scale": torch.ones(())}, str(scaled))
+    with pytest.raises(ModelUnavailable, match="scaled 8-bit format.*cannot apply its weight scales"):
+        sources.resolve_source(str(scaled), purpose="instruct")
+    schnell = tmp_path / "flux1-schnell.safetensors"
+    save_file({"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1), "img_in.weight": torch.zeros(1, 64)}, str(schnell))
+    with pytest.raises(ModelUnavailable, match=r"\[schnell\]"):
+        sources.resolve_source(str(schnell), purpose="instruct")
 
 
 def test_a_transformer_file_of_another_text_width_is_refused_before_loading(tmp_path, cache, bases):
@@ -299,4 +329,21 @@ def test_the_8_bit_transformer_is_made_once_and_edits_close_to_the_full_one(tmp_
     models.CACHE.clear()
     models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
     assert copies[0].stat().st_mtime_ns == made  # read again, not made again
+    models.CACHE.clear()
+
+
+def test_a_damaged_8_bit_copy_is_removed_and_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    models.CACHE.clear()
+    folder = str(write_dit_model(tmp_path / "klein", "flux2-klein"))
+    models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
+    models.CACHE.clear()
+    copy = next((tmp_path / "cache").rglob("*.Q8_0.gguf"))
+    copy.write_bytes(copy.read_bytes()[:1000])  # cut short, as by a full disk or a crash of another program
+    with pytest.raises(ModelUnavailable, match="could not be read .* it was removed, and the next Generate makes it again"):
+        models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
+    assert not copy.exists()
+    loaded = models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
+    assert models.is_quantized(loaded.pipe.transformer) and copy.exists()
+    assert not list((tmp_path / "cache").rglob("*.partial"))
     models.CACHE.clear()
