@@ -59,7 +59,7 @@ _INDEX = re.compile(r"\.(?:safetensors|bin)\.index(?:\.\w+)?\.json$")
 _PREFERENCE = ("fp16", "")  # half precision when offered, else the unsuffixed weights (full precision, or bfloat16 for FLUX and Qwen)
 
 
-def _weight_set(inside: list[str]) -> list[str]:
+def weight_set(inside: list[str]) -> list[str]:
     """One loadable set of weights among a folder's files, with its shard index when it is sharded."""
     sets: dict[str, list[str]] = {}
     for f in inside:
@@ -93,7 +93,7 @@ def wanted(files: list[str], components: tuple[str, ...]) -> list[str]:
         prefix = f"{folder}/" if folder else ""
         inside = [f for f in files if f.startswith(prefix) and "/" not in f[len(prefix):] and not Path(f).name.startswith(".")]
         configs = [f for f in inside if Path(f).suffix in CONFIG_SUFFIXES and not _INDEX.search(f)]
-        picked += configs + _weight_set(inside)
+        picked += configs + weight_set(inside)
     if components:
         picked += [f for f in files if f == "model_index.json"]
     return sorted(set(picked))

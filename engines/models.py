@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -350,11 +351,19 @@ def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.de
         pipe.set_progress_bar_config(disable=True)
         mode = sibling.memory
     else:
-        pipe = _load_dit(kind, purpose, source, dtype)
-        eight_bit = q8_0_bytes(pipe.transformer) if source.kind != "file" and not is_quantized(pipe.transformer) else None
-        mode = choose_dit_memory_mode(memory, device, component_bytes(pipe), _free_bytes(device), eight_bit)
-        if mode == "quantized":
-            pipe.transformer = quantized_transformer(pipe.transformer, source, dtype)
+        folder = Path(_local_location(source)) if source.kind != "file" else None
+        if folder is None or not (folder / "model_index.json").is_file():
+            # A transformer file (never quantized again; a GGUF one is counted at its own size), or a
+            # model not on this computer, which _load_dit refuses with its sentence.
+            pipe = _load_dit(kind, purpose, source, dtype)
+            mode = choose_dit_memory_mode(memory, device, component_bytes(pipe), _free_bytes(device), None)
+        else:
+            # Decided from the weight files' headers before anything loads, so that the quantized mode
+            # never holds the full transformer beside the rest (Qwen-Image-Edit's alone is 41 GB).
+            sizes, eight_bit = planned_component_bytes(folder, dtype)
+            mode = choose_dit_memory_mode(memory, device, sizes, _free_bytes(device), eight_bit)
+            transformer = quantized_transformer(kind, source, dtype) if mode == "quantized" else None
+            pipe = _load_dit(kind, purpose, source, dtype, transformer)
         _set_up_memory(pipe, mode, device, source, _apply_dit_memory_mode)
     return LoadedPipeline(pipe=pipe, family=kind, native=kinds.DIT_NATIVE, unet_channels=0, source=source, memory=mode, device=str(device))
 
@@ -420,14 +429,44 @@ def choose_dit_memory_mode(requested: str | None, device: torch.device, componen
     return "lowest"
 
 
-def _q8_0_blocks(tensor: torch.Tensor) -> bool:
+def _q8_0_blocks(shape: tuple[int, ...]) -> bool:
     """Whether write_q8_0 stores a tensor as Q8_0: a 2-D weight whose rows divide into 32-weight blocks."""
-    return tensor.ndim == 2 and tensor.shape[1] % 32 == 0
+    return len(shape) == 2 and shape[1] % 32 == 0
+
+
+def _q8_0_size(shape: tuple[int, ...]) -> int:
+    count = math.prod(shape)
+    return count * 34 // 32 if _q8_0_blocks(shape) else count * 4  # 34 bytes per 32 weights; the rest float32
 
 
 def q8_0_bytes(module: Any) -> int:
-    """The size of `module`'s weights as write_q8_0 writes them (34 bytes per 32 weights, the rest float32)."""
-    return sum(int(t.numel() * 34 // 32) if _q8_0_blocks(t) else t.numel() * 4 for t in module.state_dict().values())
+    """The size of `module`'s weights as write_q8_0 writes them."""
+    return sum(_q8_0_size(tuple(t.shape)) for t in module.state_dict().values())
+
+
+STORED_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}  # safetensors dtypes; 1 byte otherwise
+
+
+def planned_component_bytes(folder: Path, dtype: torch.dtype) -> tuple[dict[str, int], int]:
+    """Each model component's bytes once loaded in `dtype`, and the transformer's size as Q8_0, read
+    from a diffusers folder's safetensors headers (no weights): floating-point tensors are converted
+    to `dtype` as they load, others keep their stored size."""
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    sizes, eight_bit = {}, 0
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or None in entry or not (folder / name).is_dir():
+            continue
+        files = catalog.weight_set(sorted(p.name for p in (folder / name).glob("*.safetensors")))
+        total = 0
+        for file in files:
+            for stored, shape in checkpoints.read_header(folder / name / file).values():
+                size = dtype.itemsize if stored.startswith(("F", "BF")) else STORED_BYTES.get(stored, 1)
+                total += math.prod(shape) * size
+                if name == "transformer":
+                    eight_bit += _q8_0_size(shape)
+        if files:
+            sizes[name] = total
+    return sizes, eight_bit
 
 
 def is_quantized(module: Any) -> bool:
@@ -435,16 +474,24 @@ def is_quantized(module: Any) -> bool:
     return any(type(p).__name__ == "GGUFParameter" for p in module.parameters())
 
 
-def quantized_transformer(transformer: Any, source: ModelSource, dtype: torch.dtype) -> Any:
-    """`transformer` as Q8_0, through diffusers' GGUF support: each layer keeps its 8-bit weights and
-    dequantizes them to `dtype` as it runs. The 8-bit copy is written once to the cache folder (for
-    FLUX.2 [klein] 4B about a minute of quantizing on the CPU) and read from there afterwards."""
-    import diffusers
-
+def quantized_transformer(kind: str, source: ModelSource, dtype: torch.dtype) -> Any:
+    """The model's transformer as Q8_0, through diffusers' GGUF support: each layer keeps its 8-bit
+    weights and dequantizes them to `dtype` as it runs. The 8-bit copy is written once to the cache
+    folder from the full transformer, loaded alone for it (for FLUX.2 [klein] 4B about a minute of
+    quantizing on the CPU), and read from there afterwards."""
     import shutil
 
+    import diffusers
+
     path = _quantized_copy_path(source)
+    folder = Path(_local_location(source))
+    model_class = getattr(diffusers, TRANSFORMER_CLASSES[kind])
     if not path.is_file():
+        try:
+            transformer = model_class.from_pretrained(str(folder), subfolder="transformer", torch_dtype=dtype, use_safetensors=True,
+                                                      local_files_only=True)
+        except Exception as exc:
+            raise _unavailable(source, exc) from None
         needed = q8_0_bytes(transformer)
         path.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path.parent).free
@@ -456,12 +503,12 @@ def quantized_transformer(transformer: Any, source: ModelSource, dtype: torch.dt
         except OSError as exc:
             raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer could not be written to {path.parent} "
                                    f"({exc.strerror or exc}): set Low-memory mode to lowest in Settings.") from None
-    folder = Path(_local_location(source))
+        del transformer  # its memory back before the copy loads
     log.info("running %s's transformer 8-bit (Q8_0) from %s", source.label, path)
     try:
-        return type(transformer).from_single_file(str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype,
-                                                  quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
-                                                  local_files_only=True)
+        return model_class.from_single_file(str(path), config=str(folder), subfolder="transformer", torch_dtype=dtype,
+                                            quantization_config=diffusers.GGUFQuantizationConfig(compute_dtype=dtype),
+                                            local_files_only=True)
     except Exception as exc:  # a copy damaged on disk: made again next time instead of failing forever
         path.unlink(missing_ok=True)
         raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer could not be read ({type(exc).__name__}); it was "
@@ -498,7 +545,7 @@ def write_q8_0(module: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(str(partial), arch="sandcastle-q8")
-    quantize = {name: _q8_0_blocks(t) for name, t in state.items()}
+    quantize = {name: _q8_0_blocks(tuple(t.shape)) for name, t in state.items()}
     for name, tensor in state.items():
         if quantize[name]:
             rows, columns = tensor.shape
@@ -689,11 +736,12 @@ def dit_pipeline_class(kind: str, purpose: str, label: str) -> Any:
     return getattr(diffusers, name)
 
 
-def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype) -> Any:
-    """A diffusers folder (or installed hub model) of `kind`; or a transformer file, with the other
-    components from the kind's preset (engines.kinds.transformer_base)."""
+def _load_dit(kind: str, purpose: str, source: ModelSource, dtype: torch.dtype, transformer: Any = None) -> Any:
+    """A diffusers folder (or installed hub model) of `kind`, with `transformer` instead of its own when
+    given; or a transformer file, with the other components from the kind's preset
+    (engines.kinds.transformer_base)."""
     cls = dit_pipeline_class(kind, purpose, source.label)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"transformer": transformer} if transformer is not None else {}
     if source.kind == "file":
         location = str(kinds.transformer_base(kind, source.label))
     else:

@@ -327,8 +327,28 @@ def test_the_8_bit_transformer_is_made_once_and_edits_close_to_the_full_one(tmp_
     difference = np.abs(eight_bit.astype(int) - full.astype(int))
     assert 0 < difference.max() and difference.mean() < 2  # quantized, and still the same picture
     models.CACHE.clear()
+
+    def full_transformer_loaded(*args, **kwargs):
+        raise AssertionError("the full transformer was read although its 8-bit copy exists")
+
+    import diffusers
+
+    monkeypatch.setattr(diffusers.Flux2Transformer2DModel, "from_pretrained", full_transformer_loaded)
     models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
     assert copies[0].stat().st_mtime_ns == made  # read again, not made again
+    models.CACHE.clear()
+
+
+def test_the_memory_decision_reads_component_sizes_from_the_headers_as_loading_gives_them(tmp_path):
+    folder = write_dit_model(tmp_path / "klein", "flux2-klein")
+    planned, eight_bit = models.planned_component_bytes(folder, torch.float32)
+    models.CACHE.clear()
+    loaded = models.load_pipeline("instruct", str(folder), torch.device("cpu"), torch.float32)
+    loaded_bytes = models.component_bytes(loaded.pipe)
+    assert planned.keys() == loaded_bytes.keys()
+    for name, size in loaded_bytes.items():  # buffers made at construction (rotary frequencies) are not in the files
+        assert abs(planned[name] - size) <= 0.01 * size, name
+    assert eight_bit == models.q8_0_bytes(loaded.pipe.transformer)
     models.CACHE.clear()
 
 
