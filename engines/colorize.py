@@ -68,7 +68,7 @@ class ColorizeEngine:
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
         purpose = purpose_for(request, "img2img", DEFAULT_MODEL)
-        loaded, device, dtype = load_for(request, purpose, DEFAULT_MODEL, on_step)
+        loaded, device, dtype = load_for(request, purpose, DEFAULT_MODEL, on_step, cancel)
         cancel.raise_if_cancelled()
 
         # 1–2. Lightness and the working region.

@@ -63,7 +63,7 @@ class EditEngine:
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
         purpose = purpose_for(request, p["method"], MODELS[p["method"]])  # a diffusion transformer follows the instruction either way
-        loaded, device, dtype = load_for(request, purpose, MODELS[p["method"]], on_step)
+        loaded, device, dtype = load_for(request, purpose, MODELS[p["method"]], on_step, cancel)
         cancel.raise_if_cancelled()
 
         # The working region: the painted part with its context, or the whole picture.

@@ -57,7 +57,7 @@ class InpaintEngine:
         started = time.perf_counter()
         p = self.spec.values(request.params)
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL, on_step)
+        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL, on_step, cancel)
         cancel.raise_if_cancelled()
 
         # 1. The working region. The box holds the grown mask, its feather and the context, so every

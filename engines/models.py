@@ -18,12 +18,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from engines import catalog, checkpoints, kinds, sources  # sources bounds the hub time-outs; huggingface_hub is imported only below, by diffusers
-from engines.api import InputError, ModelUnavailable, OutOfMemory
+from engines.api import CancelToken, InputError, ModelUnavailable, OutOfMemory
 from engines.folders import cache_folder
 from engines.sources import ModelSource
 
@@ -296,8 +296,13 @@ def load_pipeline(
     memory: str | None = None,
     allow_pickle: tuple[str, ...] = (),
     compile: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> LoadedPipeline:
     """An SD 1.x/2.x or SDXL pipeline for `purpose` ("inpaint" or "img2img"), cached.
+
+    `on_stage` hears what a long first load is doing (making the 8-bit copy of a transformer), and
+    `cancel` stops that work.
 
     Hub models load from the local cache only: downloads go through engines.catalog, which shows
     progress and can be cancelled. A pipeline of the same model already loaded for another purpose
@@ -314,7 +319,7 @@ def load_pipeline(
     if cached is not None:
         return cached
     if kind is not None:
-        loaded = _dit_pipeline(kind, purpose, source, device, dtype, memory)
+        loaded = _dit_pipeline(kind, purpose, source, device, dtype, memory, on_stage, cancel)
         CACHE.put(key, loaded, CACHE.budget if CACHE.budget is not None else default_budget(device))
         return loaded
     sibling = CACHE.sibling(source, str(device), str(dtype), requested, compile)
@@ -341,7 +346,8 @@ def load_pipeline(
     return loaded
 
 
-def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.device, dtype: torch.dtype, memory: str | None) -> LoadedPipeline:
+def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.device, dtype: torch.dtype, memory: str | None,
+                  on_stage: Callable[[str], None] | None = None, cancel: CancelToken | None = None) -> LoadedPipeline:
     """A diffusion-transformer pipeline for `purpose`: from a loaded sibling's modules when the same
     model serves another task already, else read from disk and set up for the memory mode (for
     "quantized", with its transformer swapped for an 8-bit copy first)."""
@@ -362,7 +368,7 @@ def _dit_pipeline(kind: str, purpose: str, source: ModelSource, device: torch.de
             # never holds the full transformer beside the rest (Qwen-Image-Edit's alone is 41 GB).
             sizes, eight_bit = planned_component_bytes(folder, dtype)
             mode = choose_dit_memory_mode(memory, device, sizes, _free_bytes(device), eight_bit)
-            transformer = quantized_transformer(kind, source, dtype) if mode == "quantized" else None
+            transformer = quantized_transformer(kind, source, dtype, on_stage, cancel) if mode == "quantized" else None
             pipe = _load_dit(kind, purpose, source, dtype, transformer)
         _set_up_memory(pipe, mode, device, source, _apply_dit_memory_mode)
     return LoadedPipeline(pipe=pipe, family=kind, native=kinds.DIT_NATIVE, unet_channels=0, source=source, memory=mode, device=str(device))
@@ -474,7 +480,8 @@ def is_quantized(module: Any) -> bool:
     return any(type(p).__name__ == "GGUFParameter" for p in module.parameters())
 
 
-def quantized_transformer(kind: str, source: ModelSource, dtype: torch.dtype) -> Any:
+def quantized_transformer(kind: str, source: ModelSource, dtype: torch.dtype, on_stage: Callable[[str], None] | None = None,
+                          cancel: CancelToken | None = None) -> Any:
     """The model's transformer as Q8_0, through diffusers' GGUF support: each layer keeps its 8-bit
     weights and dequantizes them to `dtype` as it runs. The 8-bit copy is written once to the cache
     folder from the full transformer, loaded alone for it (for FLUX.2 [klein] 4B about a minute of
@@ -487,6 +494,8 @@ def quantized_transformer(kind: str, source: ModelSource, dtype: torch.dtype) ->
     folder = Path(_local_location(source))
     model_class = getattr(diffusers, TRANSFORMER_CLASSES[kind])
     if not path.is_file():
+        if on_stage is not None:
+            on_stage(f"Making an 8-bit copy of {source.label}'s transformer to fit the graphics memory (once; it is kept)…")
         try:
             transformer = model_class.from_pretrained(str(folder), subfolder="transformer", torch_dtype=dtype, use_safetensors=True,
                                                       local_files_only=True)
@@ -499,7 +508,7 @@ def quantized_transformer(kind: str, source: ModelSource, dtype: torch.dtype) ->
             raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB "
                                    f"is free in {path.parent}: free some space, or set Low-memory mode to lowest in Settings.")
         try:
-            write_q8_0(transformer, path)
+            write_q8_0(transformer, path, cancel)
         except OSError as exc:
             raise ModelUnavailable(f"The 8-bit copy of {source.label}'s transformer could not be written to {path.parent} "
                                    f"({exc.strerror or exc}): set Low-memory mode to lowest in Settings.") from None
@@ -531,11 +540,12 @@ def _quantized_copy_path(source: ModelSource) -> Path:
     return cache_folder() / "quantized" / f"{name}-{digest}.Q8_0.gguf"
 
 
-def write_q8_0(module: Any, path: Path) -> None:
+def write_q8_0(module: Any, path: Path, cancel: CancelToken | None = None) -> None:
     """Write a module's weights as a GGUF file with diffusers' own names (which from_single_file loads
     without conversion): Q8_0 for 2-D weights whose rows divide into 32-weight blocks, as llama.cpp's
     converter and city96's files do, float32 for the rest (norms, biases; a few MB). Streamed tensor by
-    tensor, and written under a temporary name so an interrupted write is never taken for a copy."""
+    tensor (`cancel` is checked between tensors), and written under a temporary name so an interrupted
+    write is never taken for a copy."""
     import gguf
     import numpy as np
 
@@ -557,6 +567,8 @@ def write_q8_0(module: Any, path: Path) -> None:
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for name, tensor in state.items():
+            if cancel is not None:
+                cancel.raise_if_cancelled()
             array = tensor.detach().to("cpu", torch.float32).numpy()
             writer.write_tensor_data(gguf.quants.quantize(array, q8) if quantize[name] else array)
         writer.close()

@@ -90,10 +90,11 @@ class Timings:
 
 
 def load_for(request: Request, purpose: str, default_model: str, on_step: StepCallback | None = None,
-             ) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
+             cancel: CancelToken | None = None) -> tuple[models.LoadedPipeline, torch.device, torch.dtype]:
     """The pipeline for `purpose` ("inpaint", "img2img" or "instruct"), with the device, dtype and memory
     mode the request asks for; `default_model` when the request names none. When it must be read from
-    disk first, `on_step` hears a "Loading …" stage (loading takes seconds the person should see)."""
+    disk first, `on_step` hears a "Loading …" stage (loading takes seconds the person should see), and
+    any longer stage of it; `cancel` stops such a stage."""
     device = models.pick_device(request.device)
     model = request.model or default_model
     dtype = models.pick_dtype(device, request.dtype)
@@ -101,7 +102,11 @@ def load_for(request: Request, purpose: str, default_model: str, on_step: StepCa
         dtype = torch.bfloat16  # FLUX and Qwen-Image were trained in bfloat16; in float16 their activations overflow (MPS has it from macOS 14)
     if on_step is not None and not models.is_loaded(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile):
         on_step(StepPreview(request.job_id, 0, 0, None, (0, 0, 0, 0), stage=f"Loading {Path(model).name if Path(model).exists() else model}…"))
-    loaded = models.load_pipeline(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile)
+    def stage(text: str) -> None:
+        if on_step is not None:
+            on_step(StepPreview(request.job_id, 0, 0, None, (0, 0, 0, 0), stage=text))
+
+    loaded = models.load_pipeline(purpose, model, device, dtype, request.memory, request.allow_pickle, request.compile, stage, cancel)
     return loaded, device, dtype
 
 

@@ -73,7 +73,7 @@ class UncropEngine:
         sides = tuple(int(p[s]) for s in SIDES)
         left, top, right, bottom = sides
         cancel.raise_if_cancelled()
-        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL, on_step)
+        loaded, device, dtype = load_for(request, "inpaint", DEFAULT_MODEL, on_step, cancel)
         cancel.raise_if_cancelled()
 
         # 1. The canvas.

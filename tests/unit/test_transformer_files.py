@@ -367,3 +367,27 @@ def test_a_damaged_8_bit_copy_is_removed_and_made_again(tmp_path, monkeypatch):
     assert models.is_quantized(loaded.pipe.transformer) and copy.exists()
     assert not list((tmp_path / "cache").rglob("*.partial"))
     models.CACHE.clear()
+
+
+def test_making_the_8_bit_copy_is_said_and_cancellable(tmp_path, monkeypatch, picture):
+    from engines import registry
+    from engines.api import Cancelled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    models.CACHE.clear()
+    folder = str(write_dit_model(tmp_path / "klein", "flux2-klein"))
+    cancel, stages = CancelToken(), []
+
+    def on_step(step):
+        if step.stage:
+            stages.append(step.stage)
+            if step.stage.startswith("Making an 8-bit copy"):
+                cancel.cancel()  # the person presses Cancel while the copy is being made
+
+    request = Request(task=Task.EDIT, image=picture, prompt="make it winter", steps=2, seed=1, model=folder, device="cpu",
+                      dtype="float32", memory="quantized")
+    with pytest.raises(Cancelled):
+        registry.get("edit").run(request, on_step, cancel)
+    assert any(s.startswith("Making an 8-bit copy of klein's transformer") for s in stages)
+    assert not list((tmp_path / "cache").rglob("*.gguf*"))  # neither a copy nor a partial one is left
+    models.CACHE.clear()
