@@ -449,7 +449,7 @@ def fetch_if_missing(model: str, allow_pickle: tuple[str, ...] = (), cancel=None
     status = model_status(model, allow_pickle)
     if status.installed:
         return
-    hub_id = status.base or status.location  # a transformer file: its preset's other components
+    hub_id = status.hub_to_fetch
     if status.kind == "file" and not status.base:
         raise ModelUnavailable(status.unusable or f"{model} cannot be used.")
     if is_offline():

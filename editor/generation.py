@@ -494,7 +494,7 @@ class GenerationController(QObject):
         if status.kind == "file" and not status.base:
             self.error.emit(status.unusable or f"{status.title} cannot be used.")
             return False
-        hub_id = status.base or status.location  # a transformer file: its preset's text encoder and VAE
+        hub_id = status.hub_to_fetch
         if is_offline():
             self.error.emit(status.unusable if status.base else (
                 f"{status.title} is not on this computer and Sandcastle is offline. On a connected machine run "

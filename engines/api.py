@@ -285,3 +285,8 @@ class ModelStatus:
     access: str = ""  # for a gated hub model: what to do before it downloads (accept the licence, log in)
     base: str = ""  # for a transformer file: the hub model whose other components (`components`) it runs with
     without: tuple[str, ...] = ()  # for a hub model downloaded in part on purpose (for transformer files): the components left out
+
+    @property
+    def hub_to_fetch(self) -> str:
+        """The hub model to download for this one to be ready: itself, or for a transformer file its preset."""
+        return self.base or self.location

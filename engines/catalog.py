@@ -104,16 +104,27 @@ def installed_path(hub_id: str) -> Path | None:
 
     A download of ours leaves a manifest of every file it fetched. A cache other tools wrote (`hf
     download`, `snapshot_download`, another app) has none, and is judged from its own layout instead."""
+    return _installed(hub_id, ())
+
+
+def installed_without(hub_id: str, component: str) -> Path | None:
+    """The local snapshot of a hub model that is complete but for `component`'s weights (fetched by us
+    without it, or with `hf download <id> --include …` naming the others), whose other components
+    serve a transformer file the person has; or the whole model, which serves as well."""
+    return _installed(hub_id, (component,))
+
+
+def _installed(hub_id: str, may_lack: tuple[str, ...]) -> Path | None:
     refs = repo_folder(hub_id) / "refs" / "main"
     if not refs.is_file():
         return None
     snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
     if not (snapshot / MANIFEST).is_file():
-        return snapshot if complete_by_layout(snapshot) else None
+        return snapshot if complete_by_layout(snapshot, skip=may_lack) else None
     manifest = _manifest(snapshot)
     files = manifest.get("files")
-    if not isinstance(files, list) or manifest.get("without"):
-        return None  # damaged, or fetched without some of its components
+    if not isinstance(files, list) or not set(manifest.get("without", ())) <= set(may_lack):
+        return None  # damaged, or fetched without components it may not lack
     return snapshot if all((snapshot / f).is_file() for f in files) else None
 
 
@@ -125,33 +136,19 @@ def _manifest(snapshot: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
+def _used_components(index: dict) -> list[str]:
+    """The components a model_index.json names that the pipeline loads (not the unused checker ones)."""
+    return [name for name, value in index.items()
+            if not name.startswith("_") and name not in UNUSED_COMPONENTS and isinstance(value, list) and None not in value]
+
+
 def _left_out(snapshot: Path, fetched: list[str]) -> list[str]:
     """The components a diffusers repository's model_index.json names that a download did not fetch."""
     try:
         index = json.loads((snapshot / "model_index.json").read_text())
     except (OSError, ValueError):
         return []
-    return sorted(name for name, value in index.items()
-                  if not name.startswith("_") and name not in UNUSED_COMPONENTS and isinstance(value, list) and None not in value
-                  and not any(f.startswith(name + "/") for f in fetched))
-
-
-def installed_without(hub_id: str, component: str) -> Path | None:
-    """The local snapshot of a hub model that is complete but for `component`'s weights: a diffusers
-    repository fetched with `hf download <id> --exclude "<component>/*"`, whose other components serve a
-    transformer file the person has (or the whole model, which serves as well)."""
-    whole = installed_path(hub_id)
-    if whole is not None:
-        return whole
-    refs = repo_folder(hub_id) / "refs" / "main"
-    if not refs.is_file():
-        return None
-    snapshot = repo_folder(hub_id) / "snapshots" / refs.read_text().strip()
-    manifest = _manifest(snapshot)
-    if manifest:  # our own download
-        whole = all((snapshot / f).is_file() for f in manifest.get("files", ()))
-        return snapshot if whole and set(manifest.get("without", ())) <= {component} else None
-    return snapshot if complete_by_layout(snapshot, skip=(component,)) else None
+    return sorted(name for name in _used_components(index) if not any(f.startswith(name + "/") for f in fetched))
 
 
 def complete_by_layout(snapshot: Path, skip: tuple[str, ...] = ()) -> bool:
@@ -175,8 +172,8 @@ def complete_by_layout(snapshot: Path, skip: tuple[str, ...] = ()) -> bool:
         components = json.loads(index.read_text())
     except ValueError:
         return False
-    for name, value in components.items():
-        if name.startswith("_") or name in UNUSED_COMPONENTS or name in skip or not isinstance(value, list) or None in value:
+    for name in _used_components(components):
+        if name in skip:
             continue
         folder = snapshot / name
         if not folder.is_dir() or not any(folder.iterdir()):

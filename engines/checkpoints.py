@@ -187,9 +187,13 @@ def transformer_type(shapes: dict[str, tuple[int, ...]]) -> str | None:
     those of Qwen-Image: the files do not say which they are, so 64 input channels are taken as
     Kontext and a Qwen-Image transformer as the Edit model, the only ones Sandcastle runs."""
     plain = transformer_tensors(shapes)
-    if any(k.endswith(SCALED_FP8_SUFFIXES) for k in plain) and any(
-            k in plain for k in ("single_stream_modulation.lin.weight", "double_blocks.0.img_attn.norm.key_norm.scale", "txt_norm.weight")):
+    family = _transformer_family(plain)
+    if family is not None and any(k.endswith(SCALED_FP8_SUFFIXES) for k in plain):
         return "scaled-fp8"
+    return family
+
+
+def _transformer_family(plain: dict[str, tuple[int, ...]]) -> str | None:
     if "single_stream_modulation.lin.weight" in plain:
         width = plain.get("txt_in.weight", (0, 0))[-1]
         return "flux2-other" if width in FLUX2_TEXT_WIDTHS and FLUX2_TEXT_WIDTHS[width] != "FLUX.2 [klein] 4B" else "flux2"

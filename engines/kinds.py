@@ -88,10 +88,15 @@ CONTROLS = {
 }
 
 
+def base_preset(kind: str) -> sources.Preset:
+    """The preset whose text encoder, VAE and scheduler run a `kind` transformer file."""
+    return sources.preset(BASE_PRESETS[kind])
+
+
 def transformer_base(kind: str, file_name: str) -> Path:
     """The installed preset folder whose other components run a `kind` transformer file (the preset
     downloaded whole, or without its transformer); ModelUnavailable saying how to get it otherwise."""
-    preset = sources.preset(BASE_PRESETS[kind])
+    preset = base_preset(kind)
     folder = catalog.installed_without(preset.hub_id, "transformer")
     if folder is not None:
         return folder
@@ -106,7 +111,7 @@ def base_download_command(kind: str) -> str:
     """The `hf download` command that fetches what a `kind` transformer file runs with and nothing more:
     listing the components, because Black Forest Labs' repositories also hold the transformer as one
     file at the top (flux1-fill-dev.safetensors, 23.8 GB), which excluding transformer/ would still fetch."""
-    preset = sources.preset(BASE_PRESETS[kind])
+    preset = base_preset(kind)
     folders = " ".join(f'"{name}/*"' for name in preset.components if name != "transformer")
     return f"hf download {preset.hub_id} --include model_index.json {folders}"
 

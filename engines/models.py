@@ -654,7 +654,7 @@ def _load_single_file(purpose: str, source: ModelSource, dtype: torch.dtype) -> 
 
     path = Path(source.location)  # resolve_source has refused a file that cannot serve `purpose`
     if path.suffix.lower() == ".safetensors":
-        shapes: Any = {name: torch.empty(shape, device="meta") for name, (_, shape) in checkpoints.read_header(path).items()}
+        shapes: Any = {name: torch.empty(shape, device="meta") for name, shape in checkpoints.tensor_shapes(path).items()}
         state = None
     else:  # an allowed pickle file; weights_only refuses anything but tensors and plain containers
         checkpoints.check_archive_size(path)
@@ -818,7 +818,7 @@ def load_transformer_file(kind: str, path: Path, dtype: torch.dtype, base: Path 
     structure = checkpoints.transformer_structure(model_type, shapes, int(config["attention_head_dim"]), int(config["patch_size"]))
     expected = text_width(kind, base) if base is not None else None
     if expected is not None and structure["joint_attention_dim"] != expected:
-        title = sources.preset(kinds.BASE_PRESETS[kind]).title
+        title = kinds.base_preset(kind).title
         raise ModelUnavailable(f"{path.name} reads {structure['joint_attention_dim']}-wide text features, but {title}'s text encoder "
                                f"gives {expected}: it is another size of {kinds.DIT_TITLES[kind]} than the one Sandcastle runs.")
     if model_type == "qwen-image":

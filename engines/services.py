@@ -135,7 +135,7 @@ def model_status(name: str, allow_pickle: tuple[str, ...] = ()) -> ModelStatus:
         kind = checkpoints.describe(path)
         title = f"{path.name} ({kind.title})"
         if kind.transformer:  # it runs with its preset's text encoder and VAE, downloaded without the preset's transformer
-            base = sources.preset(kinds.BASE_PRESETS[kind.transformer])
+            base = kinds.base_preset(kind.transformer)
             try:
                 kinds.transformer_base(kind.transformer, path.name)
                 missing = ""

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines import models
 from engines.models import image_only_processor_class, load_qwen_vl_processor, torchvision_available  # noqa: F401 (the tests load with it)
 from engines.testing import bytes_to_unicode, write_clip_tokenizer
 
@@ -569,7 +570,7 @@ def small_transformer(kind: str, seed: int = 0, text_width: int | None = None):
     import diffusers
 
     tiny = TINY["flux1" if kind in ("flux-fill", "flux-kontext") else kind]["transformer"]
-    real = json.loads(Path(str(_transformer_config(kind))).read_text(encoding="utf-8"))
+    real = json.loads((models.transformer_config_folder(kind) / "transformer" / "config.json").read_text(encoding="utf-8"))
     real = {k: v for k, v in real.items() if not k.startswith("_")}
     narrow = dict(real, num_layers=1, num_attention_heads=1, joint_attention_dim=text_width or tiny["joint_attention_dim"])
     if "num_single_layers" in real:
@@ -577,18 +578,12 @@ def small_transformer(kind: str, seed: int = 0, text_width: int | None = None):
     if "pooled_projection_dim" in real:
         narrow["pooled_projection_dim"] = tiny["pooled_projection_dim"]
     torch.manual_seed(seed)
-    cls = getattr(diffusers, {"flux2-klein": "Flux2Transformer2DModel", "qwen-edit": "QwenImageTransformer2DModel"}.get(kind, "FluxTransformer2DModel"))
+    cls = getattr(diffusers, models.TRANSFORMER_CLASSES[kind])
     with torch.no_grad():
         model = cls(**narrow)
         for param in model.parameters():  # diffusers zero-initialises some output layers: random everywhere, so every weight matters
             param.normal_(0, 0.05)
     return model.eval()
-
-
-def _transformer_config(kind: str) -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("resources").joinpath("transformers", kind, "transformer", "config.json")))
 
 
 def write_transformer_file(path: str | Path, kind: str, quant: str = "F32", seed: int = 0, prefix: str = "",

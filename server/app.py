@@ -303,7 +303,7 @@ class SandcastleServer:
         status = services.model_status(name)
         if status.installed:
             return None
-        hub_id = status.base or status.location
+        hub_id = status.hub_to_fetch
         if status.kind == "file" and not status.base:
             raise ModelUnavailable(status.unusable or f"Sandcastle's server cannot use {Path(name).name}.")
         if self.options.get("no_downloads") or services.is_offline():
@@ -370,7 +370,7 @@ class Job:
         from filelock import FileLock, Timeout
 
         status = services.model_status(name)
-        hub_id = status.base or status.location  # a transformer file: its preset's text encoder and VAE
+        hub_id = status.hub_to_fetch
         lock = Path(platformdirs.user_cache_dir("sandcastle")) / "downloads" / (re.sub(r"[^\w.-]", "_", hub_id) + ".lock")
         lock.parent.mkdir(parents=True, exist_ok=True)
         held, said = FileLock(str(lock)), False

@@ -24,18 +24,19 @@ def main() -> None:
     import diffusers
     from accelerate import init_empty_weights
 
+    from engines.models import TRANSFORMER_CLASSES
     from engines.testing_dit import REAL
 
     configs = {
-        "flux2-klein": ("Flux2Transformer2DModel", REAL["flux2-klein"]["transformer"]),
-        "qwen-edit": ("QwenImageTransformer2DModel", REAL["qwen-edit"]["transformer"]),
-        "flux-fill": ("FluxTransformer2DModel", dict(REAL["flux1"]["transformer"], in_channels=384, out_channels=64)),
-        "flux-kontext": ("FluxTransformer2DModel", REAL["flux1"]["transformer"]),
+        "flux2-klein": REAL["flux2-klein"]["transformer"],
+        "qwen-edit": REAL["qwen-edit"]["transformer"],
+        "flux-fill": dict(REAL["flux1"]["transformer"], in_channels=384, out_channels=64),
+        "flux-kontext": REAL["flux1"]["transformer"],
     }
     shutil.rmtree(ROOT, ignore_errors=True)
-    for kind, (class_name, values) in configs.items():
+    for kind, values in configs.items():
         with init_empty_weights():
-            model = getattr(diffusers, class_name)(**values)
+            model = getattr(diffusers, TRANSFORMER_CLASSES[kind])(**values)
         folder = ROOT / kind / "transformer"
         folder.mkdir(parents=True)
         model.save_config(str(folder))

@@ -102,7 +102,7 @@ def bases(tmp_path_factory):
 def install_base(kind: str, bases, cache) -> None:
     """Lay the base out in the hub cache as `hf download <id> --exclude "transformer/*"` does: blobs,
     links to them in a snapshot, refs/main. model_index.json still names the transformer."""
-    hub_id = sources.preset(kinds.BASE_PRESETS[kind]).hub_id
+    hub_id = kinds.base_preset(kind).hub_id
     repo = cache / ("models--" + hub_id.replace("/", "--"))
     snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
     for number, file in enumerate(sorted(p for p in bases[kind].rglob("*") if p.is_file())):
@@ -147,12 +147,13 @@ def test_without_its_preset_a_transformer_file_says_what_to_download(tmp_path, c
         models.load_pipeline("instruct", str(file), torch.device("cpu"), torch.float32)
 
 
-def edit_with(model: str, picture, kind: str):
+def edit_with(model: str, picture, kind: str, memory: str | None = None):
     mask = blob_mask(SIZE, SIZE, seed=5) if kind == "qwen-edit" else None
     purpose = "inpaint" if mask is not None else "instruct"
     request = Request(task=Task.INPAINT if mask is not None else Task.EDIT, image=picture, mask=mask, prompt="make it winter",
-                      negative_prompt="blurry", guidance_scale=3.5, strength=1.0, steps=2, seed=7, model=model, device="cpu", dtype="float32")
-    loaded = models.load_pipeline(purpose, model, torch.device("cpu"), torch.float32)
+                      negative_prompt="blurry", guidance_scale=3.5, strength=1.0, steps=2, seed=7, model=model, device="cpu", dtype="float32",
+                      memory=memory)
+    loaded = models.load_pipeline(purpose, model, torch.device("cpu"), torch.float32, memory=memory)
     crop = Crop(model_image=picture, model_mask=mask, shown_under=picture, alpha=np.ones((SIZE, SIZE), np.float32), box=(0, 0, SIZE, SIZE))
     out, _ = dit.generate_crop(loaded=loaded, request=request, params={"resolution": SIZE}, crop=crop, previewer=None,
                                on_step=lambda step: None, cancel=CancelToken())
@@ -179,7 +180,7 @@ def test_a_single_file_transformer_edits_exactly_as_its_diffusers_form(tmp_path,
     assert loaded.pipe.transformer.config.num_layers == 1
 
     # Bare diffusers: the base's other components with the transformer in its diffusers form, same inputs and seed.
-    base = sources.preset(kinds.BASE_PRESETS[kind]).hub_id
+    base = kinds.base_preset(kind).hub_id
     folder = cache / ("models--" + base.replace("/", "--")) / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
     purpose = "inpaint" if kind == "qwen-edit" else "instruct"
     extra = {} if models.torchvision_available() or kind != "qwen-edit" else {"processor": models.load_qwen_vl_processor(folder / "processor")}
@@ -314,16 +315,11 @@ def test_the_8_bit_transformer_is_made_once_and_edits_close_to_the_full_one(tmp_
     folder = str(write_dit_model(tmp_path / "klein", "flux2-klein"))
     full, _ = edit_with(folder, picture, "flux2-klein")
     models.CACHE.clear()
-    loaded = models.load_pipeline("instruct", folder, torch.device("cpu"), torch.float32, memory="quantized")
+    eight_bit, loaded = edit_with(folder, picture, "flux2-klein", memory="quantized")
     assert loaded.memory == "quantized" and models.is_quantized(loaded.pipe.transformer)
     copies = list((tmp_path / "cache").rglob("*.Q8_0.gguf"))
     assert len(copies) == 1
     made = copies[0].stat().st_mtime_ns
-    request = Request(task=Task.EDIT, image=picture, prompt="make it winter", guidance_scale=3.5, strength=1.0, steps=2, seed=7,
-                      model=folder, device="cpu", dtype="float32", memory="quantized")
-    crop = Crop(model_image=picture, model_mask=None, shown_under=picture, alpha=np.ones((SIZE, SIZE), np.float32), box=(0, 0, SIZE, SIZE))
-    eight_bit, _ = dit.generate_crop(loaded=loaded, request=request, params={"resolution": SIZE}, crop=crop, previewer=None,
-                                     on_step=lambda step: None, cancel=CancelToken())
     difference = np.abs(eight_bit.astype(int) - full.astype(int))
     assert 0 < difference.max() and difference.mean() < 2  # quantized, and still the same picture
     models.CACHE.clear()
